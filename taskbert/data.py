@@ -1,0 +1,93 @@
+"""Reading data files into examples and encoding them into feature rows.
+
+Readers turn a file into ``(line_number, record)`` pairs; the task turns records into
+examples; ``encode`` turns examples into rows of token ids. All problems surface as a
+one-line :class:`DataError` naming the file and line, before any model loads.
+"""
+
+import hashlib
+import os
+
+from .errors import DataError
+
+EXTENSION_FORMATS = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text",
+}
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (for the manifest and cache keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def choose_format(path, spec_format, task, readers):
+    """The reader name for ``path``: the spec's ``data.format``, the task's default
+    for unknown extensions, or a guess from the extension."""
+    if spec_format:
+        return spec_format
+    ext = os.path.splitext(path)[1].lower()
+    if task.default_format and ext not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        return task.default_format
+    if ext in EXTENSION_FORMATS:
+        return EXTENSION_FORMATS[ext]
+    raise DataError(
+        f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
+        f"set data.format to one of: {', '.join(readers.names())}"
+    )
+
+
+def check_file(path, key):
+    """Raise DataError unless ``path`` is a readable, non-empty file."""
+    if not os.path.exists(path):
+        raise DataError(f"{key}: file not found: {path}")
+    if os.path.isdir(path):
+        raise DataError(f"{key}: {path} is a folder, expected a data file")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{key}: {path} is empty")
+
+
+def read_examples(path, fmt, task, readers, reader_options=None, limit=None,
+                  labelled=True, key="data"):
+    """Read ``path`` with reader ``fmt`` and return the task's examples (at most ``limit``)."""
+    check_file(path, key)
+    reader = readers.get(fmt, where=f"{key}: format")
+    examples = []
+    for line_no, record in reader(path, dict(reader_options or {})):
+        where = f"{path}:{line_no}"
+        example = task.example_from_record(record, where, labelled=labelled)
+        if example is None:  # the task skipped it (e.g. a label in its drop list)
+            continue
+        examples.append(example)
+        if limit is not None and len(examples) >= limit:
+            break
+    if not examples:
+        raise DataError(f"{path}: holds no usable examples")
+    return examples
+
+
+def load_splits(spec, task, readers):
+    """``{split: examples}`` for every split the spec names, checked and set up."""
+    splits = spec.data.splits()
+    if "train" not in splits and "validation" not in splits and "test" not in splits:
+        raise DataError(f"{spec.path}: data: no split given; set data.train (and data.validation)")
+    examples = {}
+    for split, path in splits.items():
+        fmt = choose_format(path, spec.data.format, task, readers)
+        examples[split] = read_examples(
+            path, fmt, task, readers, spec.data.reader_options,
+            limit=getattr(spec.data.limit, split), key=f"data.{split}",
+        )
+    task.setup(examples)
+    return examples
+
+
+def encode_split(task, examples, tokenizer, max_length, desc="encoding"):
+    """Feature rows for a split, each with ``example_index`` and ``feature_index``."""
+    rows = task.encode_all(examples, tokenizer, max_length)
+    for i, row in enumerate(rows):
+        row["feature_index"] = i
+    return rows

@@ -1,0 +1,64 @@
+"""Every hook a taskbert plugin can implement.
+
+Registration hooks receive a ``register`` callback; the registries keep the tables.
+Lifecycle hooks are called with keyword arguments in the order listed here.
+Grow a hook by adding arguments, never by renaming one.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("taskbert")
+hookimpl = pluggy.HookimplMarker("taskbert")
+
+
+@hookspec
+def taskbert_register_tasks(register):
+    """Register Task classes: call ``register(TaskClass)``; the key is ``TaskClass.name``."""
+
+
+@hookspec
+def taskbert_register_readers(register):
+    """Register data readers: call ``register(name, reader)``.
+
+    A reader is a callable ``reader(path, options) -> iterator of (line_number, record)``
+    where ``record`` is a dict; it raises ``DataError`` naming the file and line.
+    """
+
+
+@hookspec
+def taskbert_register_metrics(register):
+    """Register metrics: call ``register(name, fn)`` with ``fn(golds, preds) -> float``."""
+
+
+@hookspec
+def taskbert_register_commands(cli):
+    """Add subcommands to the ``taskbert`` click group ``cli``."""
+
+
+@hookspec(firstresult=True)
+def taskbert_load_encoder(spec):
+    """Return ``(encoder, tokenizer)`` for ``spec.encoder``, or None to pass.
+
+    firstresult: the first plugin that returns a value wins. The built-in loader
+    (Hugging Face ids, local folders, packaged aliases) is ``trylast``, so a plugin
+    can serve its own model source ahead of it.
+    """
+
+
+@hookspec
+def taskbert_train_start(trainer):
+    """Called once before the first optimizer step (after a resume has been applied)."""
+
+
+@hookspec
+def taskbert_log_metrics(trainer, step, metrics):
+    """Called with a dict of metrics at every log step and after every evaluation.
+
+    Loggers (console, CSV, TensorBoard...) implement this hook. Only the main process
+    of a distributed run calls it.
+    """
+
+
+@hookspec
+def taskbert_train_end(trainer, metrics):
+    """Called once after training with the final metrics of every evaluated split."""

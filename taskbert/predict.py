@@ -1,0 +1,94 @@
+"""Predictions from a saved model folder (a run's ``best/``) on new inputs.
+
+``load_run(path)`` accepts a run folder (it uses ``best/``) or a model folder with a
+``taskbert.json``; ``predict_file`` reads jsonl/csv/tsv records or plain text lines.
+"""
+
+import json
+import os
+
+from . import checkpoint as ckpt
+from .data import EXTENSION_FORMATS, check_file
+from .errors import DataError, SpecError
+from .plugins import registries
+from .schema import build
+
+
+class LoadedModel:
+    """A task, its model and tokenizer, restored from a model folder."""
+
+    def __init__(self, folder, task, model, tokenizer, max_length, info):
+        self.folder, self.task, self.model, self.tokenizer = folder, task, model, tokenizer
+        self.max_length, self.info = max_length, info
+
+
+def find_model_folder(path):
+    """``path`` itself when it holds ``taskbert.json``, else ``path/best``."""
+    for candidate in (path, os.path.join(path, "best")):
+        if os.path.exists(os.path.join(candidate, ckpt.TASK_FILE)):
+            return candidate
+    raise SpecError(f"{path}: not a taskbert run or model folder (no {ckpt.TASK_FILE} "
+                    f"in it or in {os.path.join(path, 'best')})")
+
+
+def load_task(folder):
+    """The task instance and ``taskbert.json`` contents of a model folder (no weights)."""
+    with open(os.path.join(folder, ckpt.TASK_FILE), encoding="utf-8") as fh:
+        info = json.load(fh)
+    task_cls = registries().tasks.get(info["task"], where=f"{folder}/{ckpt.TASK_FILE}: task")
+    options = build(task_cls.Options, info.get("task_options") or {}, "task_options",
+                    {"file": os.path.join(folder, ckpt.TASK_FILE), "base": None})
+    task = task_cls(options)
+    task.load_state_dict(info.get("task_state") or {})
+    return task, info
+
+
+def load_run(path):
+    """Restore task, encoder, head and tokenizer from a run or model folder."""
+    from .encoder import load_model, load_tokenizer
+    from .task import TaskModel
+
+    folder = find_model_folder(path)
+    task, info = load_task(folder)
+    encoder = load_model(folder)
+    tokenizer = load_tokenizer(folder)
+    head = task.build_head(encoder)
+    model = TaskModel(task, encoder, head)
+    ckpt.load_head_state(folder, head, info.get("encoder_prefix", "bert"))
+    ckpt.load_encoder_state(folder, model)
+    model.eval()
+    return LoadedModel(folder, task, model, tokenizer, info.get("max_length") or 128, info)
+
+
+def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
+    """Examples from a jsonl/csv/tsv file (records) or from plain text lines."""
+    check_file(path, "INPUT")
+    ext = os.path.splitext(path)[1].lower()
+    fmt = fmt or (task.default_format if task.default_format and ext not in (".jsonl", ".csv", ".tsv") else None) \
+        or EXTENSION_FORMATS.get(ext, "text")
+    readers = registries().readers
+    reader = readers.get(fmt, where="--format")
+    examples = []
+    for line_no, record in reader(path, dict(reader_options or {})):
+        if fmt == "text":
+            record = task.record_from_text(record["text"])
+        example = task.example_from_record(record, f"{path}:{line_no}", labelled=labelled)
+        if example is not None:
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: holds no inputs")
+    return examples
+
+
+def predict_examples(loaded, examples, batch_size=64):
+    """One prediction dict per example."""
+    from .trainer import pick_device, run_inference
+
+    device = pick_device()
+    loaded.model.to(device)
+    rows = loaded.task.encode_all(examples, loaded.tokenizer, loaded.max_length)
+    for i, row in enumerate(rows):
+        row["feature_index"] = i
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    results, _ = run_inference(loaded.model, loaded.task, rows, batch_size, pad_id, device)
+    return loaded.task.decode(results, rows, examples)

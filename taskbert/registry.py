@@ -1,0 +1,55 @@
+"""A name -> object table that refuses duplicates and explains unknown names."""
+
+import difflib
+
+from .errors import TaskbertError, UnknownNameError
+
+
+class Registry:
+    """Holds objects by name for one kind of thing (tasks, readers, metrics...).
+
+    ``register`` raises on a name already taken, so two plugins can never silently
+    shadow each other; ``get`` raises :class:`UnknownNameError` listing the known names.
+    """
+
+    def __init__(self, kind):
+        self.kind = kind
+        self._items = {}
+        self._owners = {}
+
+    def register(self, name, obj, owner=None):
+        """Add ``obj`` under ``name``; raise if the name is already registered."""
+        if not isinstance(name, str) or not name:
+            raise TaskbertError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        if name in self._items:
+            raise TaskbertError(
+                f"duplicate {self.kind} {name!r}: registered by {self._owners[name]} "
+                f"and again by {owner or 'unknown plugin'}"
+            )
+        self._items[name] = obj
+        self._owners[name] = owner or "unknown plugin"
+        return obj
+
+    def get(self, name, where=""):
+        """Return the object for ``name`` or raise, listing the known names."""
+        if name in self._items:
+            return self._items[name]
+        known = ", ".join(sorted(self._items)) or "none"
+        close = difflib.get_close_matches(str(name), list(self._items), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        prefix = f"{where}: " if where else ""
+        raise UnknownNameError(f"{prefix}unknown {self.kind} {name!r}{hint}; known: {known}")
+
+    def owner(self, name):
+        """Which plugin registered ``name``."""
+        return self._owners[name]
+
+    def names(self):
+        """Sorted registered names."""
+        return sorted(self._items)
+
+    def __contains__(self, name):
+        return name in self._items
+
+    def __len__(self):
+        return len(self._items)

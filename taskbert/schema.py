@@ -1,0 +1,160 @@
+"""Turn plain dicts (from YAML) into frozen dataclasses, with one-line errors.
+
+Used for the spec sections and for every task's ``Options``, so third-party tasks get
+the same checks as the built-ins: unknown keys (with a did-you-mean), wrong types,
+values outside a ``Literal``, and per-field checks given in ``field(metadata=...)``:
+
+* ``metadata={"path": True}``: a relative path is resolved against the spec's folder;
+* ``metadata={"min": 0, "max": 1}`` / ``{"gt": 0}``: numeric bounds;
+* ``metadata={"help": "..."}``: one-line description shown by ``taskbert init``.
+"""
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+
+from .errors import SpecError
+
+
+def _type_name(tp):
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (object,)
+        return f"a list of {_type_name(inner)}"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value, tp, where, ctx):
+    """Return ``value`` checked (and converted) against type ``tp`` or raise SpecError."""
+    origin = typing.get_origin(tp)
+    if tp is typing.Any or tp is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where, ctx)
+            except SpecError:
+                continue
+        raise SpecError(f"{ctx['file']}: {where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise SpecError(f"{ctx['file']}: {where}: {value!r} is not allowed; use {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where, ctx)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise SpecError(f"{ctx['file']}: {where}: expected {_type_name(tp)}, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (typing.Any,)
+        return tuple(_convert(v, inner, f"{where}[{i}]", ctx) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{ctx['file']}: {where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        if isinstance(value, tp):
+            return value
+    raise SpecError(f"{ctx['file']}: {where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_bounds(value, meta, where, ctx):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    for key, ok, word in (
+        ("min", lambda v, b: v >= b, ">="),
+        ("max", lambda v, b: v <= b, "<="),
+        ("gt", lambda v, b: v > b, ">"),
+    ):
+        if key in meta and not ok(value, meta[key]):
+            raise SpecError(f"{ctx['file']}: {where}: {value!r} is out of range; must be {word} {meta[key]}")
+
+
+def build(cls, data, where, ctx):
+    """Build dataclass ``cls`` from mapping ``data``; ``where`` is the key path for errors.
+
+    ``ctx`` holds ``file`` (for messages) and ``base`` (folder for relative paths).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{ctx['file']}: {where or 'top level'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(fields)
+            name = f"{where}.{key}" if where else str(key)
+            raise SpecError(f"{ctx['file']}: unknown key {name!r}{hint}; allowed: {allowed}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SpecError(f"{ctx['file']}: missing required key {path!r}")
+            continue
+        value = _convert(data[name], hints[name], path, ctx)
+        _check_bounds(value, f.metadata, path, ctx)
+        if f.metadata.get("path") and isinstance(value, str) and ctx.get("base"):
+            value = os.path.normpath(os.path.join(ctx["base"], os.path.expanduser(value)))
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"{ctx['file']}: {where or 'spec'}: {exc}") from exc
+
+
+def describe(cls):
+    """``[(name, type name, default, help)]`` for every field, for ``taskbert init``."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        out.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return out

@@ -1,0 +1,174 @@
+"""The Task base class: what a task plugin implements, and the model that joins
+a pretrained encoder to a task's head.
+
+The core moves tensors and files; a task says what they mean. Subclass :class:`Task`,
+give it a ``name`` and an ``Options`` dataclass, and register it through the
+``taskbert_register_tasks`` hook. The life of an example::
+
+    record (dict from a reader) --example_from_record--> example
+    example --encode--> feature rows (one or more windows, lists of token ids)
+    rows --(core: bucket, pad, collate)--> batch --forward--> head output
+    head output --loss--> scalar          (training)
+    head output --collect--> per-row results --decode--> one prediction per example
+    predictions + examples --score--> metrics
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a task that takes none."""
+
+
+class Task:
+    """Base class of every task. Override what your task needs; read the docstrings."""
+
+    #: registry key and the value of ``task:`` in a spec
+    name: ClassVar[str] = ""
+    #: one line for ``taskbert tasks`` and ``taskbert init``
+    description: ClassVar[str] = ""
+    #: dataclass validated from the spec's ``task_options``
+    Options: ClassVar[type] = NoOptions
+    #: validation metric that picks the best model unless ``train.metric`` says otherwise
+    default_metric: ClassVar[str] = "loss"
+    #: metric names (besides ``loss``) where smaller is better
+    lower_is_better: ClassVar[tuple] = ("loss", "perplexity")
+    #: per-token fields besides input_ids/token_type_ids, with their padding value
+    pad_fields: ClassVar[dict] = {"labels": -100}
+    #: architecture name written to ``best/config.json`` so plain transformers loads it
+    hf_architecture: ClassVar[Optional[str]] = None
+    #: the data format used for files whose extension says nothing (e.g. ``conll``)
+    default_format: ClassVar[Optional[str]] = None
+
+    def __init__(self, options=None):
+        self.options = options if options is not None else self.Options()
+
+    # ----------------------------------------------------------------- data
+    def example_from_record(self, record, where, labelled=True):
+        """Turn one reader record into an example; raise DataError naming ``where``.
+
+        ``where`` is ``"file:line"``. With ``labelled=False`` (prediction) the gold
+        label may be absent.
+        """
+        raise NotImplementedError
+
+    def record_from_text(self, line):
+        """The record for one line of plain text given to ``taskbert predict``."""
+        return {"text": line}
+
+    def setup(self, examples):
+        """See all examples (``{split: [example]}``) before encoding: build label maps,
+        check dev labels against train. Raise DataError for problems."""
+
+    def check(self, examples, split, where):
+        """Return warnings (strings) about a split for ``taskbert validate``."""
+        return []
+
+    def encode(self, example, tokenizer, max_length):
+        """Return a list of feature rows (dicts) for one example.
+
+        Every row needs ``input_ids`` (list of int); ``token_type_ids`` and fields named
+        in ``pad_fields`` are padded per batch; ints and floats become tensors; any other
+        value stays a Python list in the batch (use it for offsets and bookkeeping).
+        """
+        raise NotImplementedError
+
+    def encode_all(self, examples, tokenizer, max_length):
+        """Encode many examples (override to batch the tokenizer); returns rows, each
+        carrying ``example_index``."""
+        rows = []
+        for i, example in enumerate(examples):
+            for row in self.encode(example, tokenizer, max_length):
+                row["example_index"] = i
+                rows.append(row)
+        return rows
+
+    # ---------------------------------------------------------------- model
+    def build_head(self, encoder):
+        """Return the head ``nn.Module`` for this encoder (``encoder.config`` has sizes)."""
+        raise NotImplementedError
+
+    def forward(self, encoder, head, batch):
+        """Run encoder and head on a batch; return a dict of tensors."""
+        out = encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return head(out, batch)
+
+    def loss(self, out, batch):
+        """Scalar training loss from ``forward``'s output and the batch's labels."""
+        raise NotImplementedError
+
+    def trainable_encoder(self):
+        """False keeps the encoder frozen (feature-based use)."""
+        return True
+
+    # -------------------------------------------------------------- outputs
+    def collect(self, out, batch):
+        """Per-row results of one evaluated batch as a list of Python objects, in the
+        batch's row order (move tensors to CPU here)."""
+        raise NotImplementedError
+
+    def decode(self, results, rows, examples):
+        """One user-facing prediction (a dict: labels, words, spans, never subword ids)
+        per example, from the per-row ``results`` aligned with ``rows``."""
+        raise NotImplementedError
+
+    def score(self, predictions, examples):
+        """Metrics dict for predictions against gold examples."""
+        return {}
+
+    def gold(self, example):
+        """The gold answer of an example, written next to its prediction (or None)."""
+        return None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        """JSON-able state saved with the model (label names, vocabularies)."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+
+    def hf_config(self):
+        """Keys added to the saved ``config.json`` (e.g. ``id2label``) so plain
+        transformers loads the model with its head."""
+        return {}
+
+    def greater_is_better(self, metric):
+        """Whether a larger value of ``metric`` is better."""
+        return metric.split("/")[-1] not in self.lower_is_better
+
+
+class TaskModel(nn.Module):
+    """The pretrained encoder and a task head, run through the task's ``forward``."""
+
+    def __init__(self, task, encoder, head):
+        super().__init__()
+        self.task = task
+        self.encoder = encoder
+        self.head = head
+        if not task.trainable_encoder():
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, batch):
+        return self.task.forward(self.encoder, self.head, batch)
+
+
+def masked_mean(values, mask):
+    """Mean of ``values`` (batch, seq, dim) over positions where ``mask`` (batch, seq) is 1."""
+    mask = mask.unsqueeze(-1).to(values.dtype)
+    return (values * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def softmax_list(logits):
+    """Softmax probabilities of a (rows, classes) tensor as a list of lists of floats."""
+    return torch.softmax(logits.float(), dim=-1).cpu().tolist()
