@@ -1,10 +1,13 @@
 """Files that survive a crash: atomic writes, model folders, resumable checkpoints.
 
 Every file is written to a temporary name, flushed, fsynced and renamed, so it is either
-complete or absent. Folders (``best/``, ``checkpoint/``) are built under a temporary name
-and swapped in by rename, so a reader never sees half a model.
+complete or absent. Folders (``best/``, ``checkpoint/step-N/``) are built under a temporary
+name and renamed into place, so a reader never sees half a model. Weights are safetensors;
+the optimizer file holds only tensors and plain data and is read with
+``torch.load(weights_only=True)``, so loading a checkpoint never runs code from it.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +15,8 @@ import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .errors import DataError
 
 MODEL_FILE = "model.safetensors"
 TASK_FILE = "taskbert.json"
@@ -64,7 +69,8 @@ def fsync_tree(folder):
 
 
 def swap_in(tmp_folder, final_folder):
-    """Replace ``final_folder`` by the complete ``tmp_folder`` (two renames)."""
+    """Replace ``final_folder`` by the complete ``tmp_folder`` (two renames). A crash
+    between the renames leaves ``final_folder.old``, which :func:`recover_folder` puts back."""
     fsync_tree(tmp_folder)
     old = None
     if os.path.exists(final_folder):
@@ -76,6 +82,19 @@ def swap_in(tmp_folder, final_folder):
     _fsync_dir(os.path.dirname(os.path.abspath(final_folder)))
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(final_folder):
+    """Undo a :func:`swap_in` cut short: restore ``final_folder`` from ``.old`` when it is
+    missing, drop a stale ``.old`` when it is not. True when something was restored."""
+    old = final_folder + ".old"
+    if not os.path.isdir(old):
+        return False
+    if os.path.exists(final_folder):
+        shutil.rmtree(old, ignore_errors=True)
+        return False
+    os.replace(old, final_folder)
+    return True
 
 
 def new_temp_folder(final_folder):
@@ -149,32 +168,177 @@ def load_head_state(folder, head, prefix):
     head.load_state_dict(head_state, strict=True)
 
 
-def save_training_state(folder, model, optimizer, scheduler, state, rng):
-    """Write a resumable checkpoint folder atomically: weights (safetensors),
-    optimizer/scheduler (torch.save, read back with weights_only=True), RNG and loop state."""
-    tmp = new_temp_folder(folder)
+# ---------------------------------------------------------------- resumable checkpoints
+#
+# A run keeps its newest KEEP checkpoints as ``checkpoint/step-00000120/``. Each is built
+# in a temporary folder whose last file is ``manifest.json`` (every file's size and
+# SHA-256), then renamed into place in one step. A folder without a manifest, or whose files
+# do not match it (truncated, overwritten), is skipped for the one before it.
+
+KEEP = 2
+STEP_PREFIX = "step-"
+MANIFEST = "manifest.json"
+STATE_FILES = (MODEL_FILE, "optimizer.pt", "trainer_state.json")
+
+
+def rng_state():
+    """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` reads."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` returned (dropout masks continue where they were)."""
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def step_folder(root, step):
+    """``root/step-00000042``: zero-padded so names sort like steps."""
+    return os.path.join(root, f"{STEP_PREFIX}{step:08d}")
+
+
+def list_checkpoints(root):
+    """``[(step, folder)]`` of the checkpoint folders under ``root``, newest first
+    (complete or not; see :func:`verify_checkpoint`)."""
+    found = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            digits = name[len(STEP_PREFIX):]
+            if name.startswith(STEP_PREFIX) and digits.isdigit():
+                found.append((int(digits), os.path.join(root, name)))
+    return sorted(found, reverse=True)
+
+
+def verify_checkpoint(folder):
+    """None when ``folder`` is a complete checkpoint, else why not (one short phrase)."""
+    path = os.path.join(folder, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            files = json.load(fh)["files"]
+    except FileNotFoundError:
+        return f"no {MANIFEST} (the write did not finish)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {MANIFEST} ({exc.__class__.__name__})"
+    for name in STATE_FILES:
+        if name not in files:
+            return f"{MANIFEST} does not list {name}"
+    for name, want in files.items():
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            return f"{name} is missing"
+        size = os.path.getsize(file)
+        if size != want["bytes"]:
+            return f"{name} is {size} bytes, {MANIFEST} says {want['bytes']}"
+        if _sha256(file) != want["sha256"]:
+            return f"{name} does not match its SHA-256 in {MANIFEST}"
+    return None
+
+
+def latest_checkpoint(root):
+    """``(folder or None, skipped)``: the newest complete checkpoint under ``root`` and the
+    ``[(folder, reason)]`` of newer ones that are not complete."""
+    skipped = []
+    for _, folder in list_checkpoints(root):
+        reason = verify_checkpoint(folder)
+        if reason is None:
+            return folder, skipped
+        skipped.append((folder, reason))
+    return None, skipped
+
+
+def save_training_state(root, model, optimizer, scheduler, state, rng, keep=KEEP):
+    """Write ``root/step-N`` (N = ``state["step"]``) atomically: weights (safetensors),
+    optimizer/scheduler/RNG (``torch.save`` of tensors and plain data, read back with
+    ``weights_only=True``), loop state (JSON) and the manifest; then keep the newest
+    ``keep`` checkpoints. Returns the folder."""
+    os.makedirs(root, exist_ok=True)
+    final = step_folder(root, state["step"])
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=root)
     try:
         save_file(model_state(model), os.path.join(tmp, MODEL_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng}, os.path.join(tmp, "optimizer.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=2)
-        swap_in(tmp, folder)
+        files = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
+                        "sha256": _sha256(os.path.join(tmp, name))} for name in sorted(os.listdir(tmp))}
+        fsync_tree(tmp)  # the data is on disk before the manifest says it is complete
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump({"step": state["step"], "files": files}, fh, indent=2)
+        swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    prune_checkpoints(root, keep)
+    return final
+
+
+def prune_checkpoints(root, keep=KEEP):
+    """Delete all but the newest ``keep`` checkpoints, and leftovers of killed writes."""
+    for _, folder in list_checkpoints(root)[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    for name in os.listdir(root):
+        if name.startswith(f".{STEP_PREFIX}") or name.endswith(".old"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def discard_after(root, step):
+    """Delete checkpoints newer than ``step`` (incomplete ones a resume skipped): the
+    resumed run writes them again."""
+    for s, folder in list_checkpoints(root):
+        if s > step:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def safe_torch_load(path):
+    """``torch.load(path, weights_only=True)``: tensors and plain data only. A file that
+    holds anything else (a pickled callable could run code) is refused with one line."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+        raise DataError(f"{path}: refused to load: it holds Python objects besides tensors and plain "
+                        f"data{' (' + detail + ')' if detail else ''}; taskbert checkpoints never do") from None
 
 
 def load_training_state(folder, model, optimizer, scheduler):
-    """Restore a checkpoint written by :func:`save_training_state`; returns
-    ``(loop_state, rng_state)``."""
+    """Restore a checkpoint written by :func:`save_training_state` into ``model`` (a
+    TaskModel), ``optimizer`` and ``scheduler``; returns ``(loop_state, rng)``."""
     state = load_file(os.path.join(folder, MODEL_FILE))
-    prefix = getattr(model.encoder, "base_model_prefix", "") or "encoder"
+    prefix = model_state_prefix(model)
     enc = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-    model.encoder.load_state_dict(enc, strict=False)
+    _, unexpected = model.encoder.load_state_dict(enc, strict=False)
+    if unexpected:
+        raise RuntimeError(f"{folder}: unexpected encoder weights: {unexpected[:3]}")
     head = {k: v for k, v in state.items() if not k.startswith(prefix + ".")}
     model.head.load_state_dict({**model.head.state_dict(), **head}, strict=True)
-    blob = torch.load(os.path.join(folder, "optimizer.pt"), weights_only=True)
+    blob = safe_torch_load(os.path.join(folder, "optimizer.pt"))
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as fh:

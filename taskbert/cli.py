@@ -42,8 +42,10 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--resume", is_flag=True, help="continue the run in the output folder from its checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in the output folder")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
+              help="train N seeds (train.seed, +1, ...) into OUTPUT/seed-K; report mean ± std")
 @friendly
-def run(spec_file, overrides, resume, overwrite):
+def run(spec_file, overrides, resume, overwrite, seeds):
     """Train and evaluate the model a spec describes."""
     from .run import execute, summary_line
     from .spec import load_spec
@@ -51,6 +53,15 @@ def run(spec_file, overrides, resume, overwrite):
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     spec = load_spec(spec_file, overrides)
+    if seeds:
+        from .seeds import SUMMARY_FILE, run_seeds, summary_lines
+
+        summary = run_seeds(spec, seeds, resume=resume, overwrite=overwrite,
+                            echo=lambda line: click.echo(line, err=True))
+        click.echo(f"done: {seeds} seeds in {spec.output} (summary: {SUMMARY_FILE})")
+        for line in summary_lines(summary):
+            click.echo(line)
+        return
     metrics = execute(spec, resume=resume, overwrite=overwrite)
     click.echo(f"done: {spec.output}")
     if metrics:
@@ -82,14 +93,17 @@ def validate(spec_file, overrides):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @friendly
 def predict(run_dir, input_file, output, fmt, batch_size):
-    """Predict with a trained run (or model folder) on INPUT_FILE; writes jsonl."""
+    """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from .checkpoint import atomic_write
+    from .export import OnnxModel, is_export_folder
     from .predict import load_run, predict_examples, read_inputs, find_model_folder, load_task
 
     task, _ = load_task(find_model_folder(run_dir))  # check input before loading weights
     examples = read_inputs(input_file, task, fmt)
-    loaded = load_run(run_dir)
-    predictions = predict_examples(loaded, examples, batch_size)
+    if is_export_folder(run_dir):  # an ONNX export runs on ONNX Runtime
+        predictions = OnnxModel(run_dir).predict(examples, batch_size)
+    else:
+        predictions = predict_examples(load_run(run_dir), examples, batch_size)
     text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if output:
         atomic_write(output, text)
@@ -129,6 +143,124 @@ def plugins(as_json):
         return
     for r in rows:
         click.echo(f"{r['name']}  ({r['distribution']})  hooks: {', '.join(r['hooks'])}")
+
+
+@cli.command()
+@click.option("--task", "task_name", required=True, help="a registered task (see: taskbert tasks)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here (default: stdout)")
+@click.option("--force", is_flag=True, help="replace an existing file")
+@friendly
+def init(task_name, output, force):
+    """Write a commented starter spec for a task, every option with its default."""
+    from .checkpoint import atomic_write
+    from .errors import SpecError
+    from .scaffold import init_spec
+
+    text = init_spec(task_name)
+    if not output:
+        click.echo(text, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        raise SpecError(f"{output}: exists; pass --force to replace it")
+    atomic_write(output, text)
+    click.echo(f"wrote {output}; next: taskbert validate {output}", err=True)
+
+
+@cli.group()
+def debug():
+    """Look at a spec's data before training."""
+
+
+@debug.command("data")
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@friendly
+def debug_data_cmd(spec_file, overrides, as_json):
+    """Truncation by max_length, label distributions, labels unseen in train, invalid
+    BIO sequences and train/dev duplicates of a spec's data (loads only the tokenizer)."""
+    from .debug import debug_data, format_report
+    from .spec import load_spec
+
+    report = debug_data(load_spec(spec_file, overrides))
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="folder (default: RUN_DIR/report)")
+@click.option("--field", help="prediction field to compare with the gold (default: the best match)")
+@friendly
+def report(run_dir, output, field):
+    """Draw learning curves and confusion matrices (PNG) and write report.md for a run."""
+    from .report import write_report
+
+    result = write_report(run_dir, output, field)
+    for path in result["files"]:
+        click.echo(path)
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="folder to create the package in")
+@click.option("--force", is_flag=True, help="write into an existing, non-empty folder")
+@friendly
+def new_plugin_cmd(name, output, force):
+    """Write a plugin package NAME: pyproject with the entry point, a task module, a README
+    and a passing test."""
+    from .scaffold import new_plugin
+
+    root, names, files = new_plugin(name, output, force)
+    for path in files:
+        click.echo(path)
+    click.echo(f"next: pip install -e '{root}[test]' && taskbert tasks && "
+               f"(cd {root} && python -m pytest -q)", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="folder (default: RUN_DIR/onnx)")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo",
+              show_default=True, help="torch.export-based (needs onnxscript) or the legacy tracer")
+@click.option("--sample", type=click.Path(dir_okay=False),
+              help="inputs for the parity check (default: the run's validation data)")
+@click.option("--opset", default=18, show_default=True, type=click.IntRange(min=14))
+@friendly
+def export(run_dir, fmt, output, exporter, sample, opset):
+    """Export the best model with its tokenizer and label map; check ONNX Runtime
+    against torch on a sample."""
+    from .export import export_onnx, require, sample_examples
+
+    require("onnx", "onnxruntime", *(("onnxscript",) if exporter == "dynamo" else ()))
+    result = export_onnx(run_dir, sample_examples(run_dir, sample), output, exporter, opset)
+    click.echo(f"wrote {result['folder']}: parity on {result['examples']} inputs: "
+               f"{result['agreement']:.0%} same predictions, max |diff| {result['max_abs_diff']:.2e}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-bytes", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              help="largest request body accepted")
+@click.option("--max-inputs", default=64, show_default=True, type=click.IntRange(min=1),
+              help="most inputs in one request")
+@click.option("--quiet", is_flag=True, help="no access log")
+@friendly
+def serve(run_dir, host, port, max_bytes, max_inputs, quiet):
+    """Serve predictions over HTTP: POST /predict {"inputs": [...]}, GET /health."""
+    from .serve import make_server
+
+    server = make_server(run_dir, host, port, max_bytes, max_inputs, quiet=quiet)
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"serving {run_dir} ({server.predictor.task.name}, {server.predictor.backend}) on "
+               f"http://{bound_host}:{bound_port}  POST /predict  GET /health", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def _add_plugin_commands():

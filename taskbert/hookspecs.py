@@ -31,6 +31,17 @@ def taskbert_register_metrics(register):
 
 
 @hookspec
+def taskbert_register_loggers(register):
+    """Register metric loggers for ``train.loggers``: call ``register(name, LoggerClass)``.
+
+    ``LoggerClass(trainer)`` is made when training starts; its ``log(step, metrics)`` gets
+    every record and ``close()`` runs after the final evaluation. An optional class method
+    ``check(where)`` runs at spec validation (before weights load) and raises ``SpecError``,
+    e.g. when an optional dependency is missing.
+    """
+
+
+@hookspec
 def taskbert_register_commands(cli):
     """Add subcommands to the ``taskbert`` click group ``cli``."""
 

@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "taskbert_plugins.metrics",
     "taskbert_plugins.loggers",
     "taskbert_plugins.classification",
+    "taskbert_plugins.conll",
     "taskbert_plugins.tagging",
     "taskbert_plugins.pairs",
     "taskbert_plugins.qa",
@@ -102,6 +103,12 @@ class Registries:
         self.tasks = Registry("task")
         self.readers = Registry("reader")
         self.metrics = Registry("metric")
+        self.loggers = Registry("logger")
+        for impl in reversed(pm.hook.taskbert_register_loggers.get_hookimpls()):
+            owner = impl.plugin_name
+            impl.function(
+                register=lambda name, cls, _o=owner: self.loggers.register(name, cls, _o)
+            )
         for impl in reversed(pm.hook.taskbert_register_tasks.get_hookimpls()):
             owner = impl.plugin_name
             impl.function(register=lambda cls, _o=owner: self.tasks.register(cls.name, cls, _o))

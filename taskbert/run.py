@@ -11,6 +11,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from . import __version__
@@ -28,25 +29,103 @@ class Prepared:
         self.spec, self.task, self.examples, self.warnings = spec, task, examples, warnings
 
 
+RUN_FILES = ("spec.yaml", "metrics.jsonl", "manifest.json", "best", "checkpoint")
+#: keys a resumed run may change: where files are and how progress is shown; data files
+#: may move, their contents are compared by SHA-256 instead
+RESUME_FREE_KEYS = ("output", "train.loggers", "data.train", "data.validation", "data.test")
+
+
+def _writable(folder):
+    """Why ``folder`` cannot take new files (None when it can). A real probe: as root,
+    ``os.access`` says yes to read-only file systems."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".taskbert-probe-", dir=folder))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def check_output(spec, resume=False, overwrite=False):
-    """The run folder must be creatable and writable, and must not hold another run
-    unless ``--resume`` or ``--overwrite`` says what to do with it."""
+    """The run folder must be a writable folder of its own (it holds none of the inputs,
+    which ``--overwrite`` would delete) and must not hold another run unless ``--resume``
+    or ``--overwrite`` says what to do with it."""
     out = spec.output
     if os.path.exists(out) and not os.path.isdir(out):
-        raise SpecError(f"output: {out} is a file; give a folder path")
+        raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
+    inputs = [("the spec", spec.path)] + [(f"data.{k}", p) for k, p in spec.data.splits().items()]
+    local_model = os.path.join(os.path.dirname(spec.path or "."), spec.encoder.model)
+    if os.path.isdir(local_model):
+        inputs.append(("encoder.model", local_model))
+    for what, path in inputs:
+        if path and os.path.exists(path) and _inside(path, out):
+            raise SpecError(f"output: {out} holds {what} ({path}); the run folder must be a "
+                            f"folder of its own, e.g. {os.path.join(out, 'run')}")
     parent = out
     while not os.path.exists(parent):
         parent = os.path.dirname(parent) or "."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpecError(f"output: cannot write in {parent}; choose a writable folder")
-    has_run = os.path.isdir(out) and any(
-        os.path.exists(os.path.join(out, f)) for f in ("spec.yaml", "metrics.jsonl", "best", "checkpoint"))
+    why = _writable(parent)
+    if why:
+        raise SpecError(f"output: cannot write in {parent} ({why}); choose a writable folder")
+    entries = os.listdir(out) if os.path.isdir(out) else []
+    has_run = any(name in entries for name in RUN_FILES)
     if resume:
-        if not os.path.isdir(os.path.join(out, "checkpoint")):
-            raise SpecError(f"--resume: {out} holds no checkpoint to resume from")
+        check_resume(spec)
     elif has_run and not overwrite:
         raise SpecError(f"output: {out} already holds a run; pass --resume to continue it "
                         f"or --overwrite to replace it")
+    elif entries and not has_run:
+        raise SpecError(f"output: {out} is not empty and holds no taskbert run "
+                        f"({', '.join(sorted(entries)[:3])}...); choose a new or empty folder")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume(spec):
+    """``--resume`` needs a complete checkpoint, the same spec (but for the keys in
+    ``RESUME_FREE_KEYS``) and the same data bytes as the run being continued."""
+    import yaml
+
+    out = spec.output
+    folder, skipped = ckpt.latest_checkpoint(os.path.join(out, "checkpoint"))
+    if folder is None:
+        why = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in skipped)
+        raise SpecError(f"--resume: {out} holds no complete checkpoint to resume from"
+                        f"{f' ({why})' if why else ''}; start it again with --overwrite")
+    saved_path = os.path.join(out, "spec.yaml")
+    try:
+        with open(saved_path, encoding="utf-8") as fh:
+            saved = _flat(yaml.safe_load(fh) or {})
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"--resume: {saved_path} is unreadable ({exc.__class__.__name__}); "
+                        f"start the run again with --overwrite") from exc
+    now = _flat(spec.to_dict())
+    for key in sorted(set(saved) | set(now)):
+        if not key.startswith(RESUME_FREE_KEYS) and saved.get(key) != now.get(key):
+            raise SpecError(f"--resume: {key} is {now.get(key)!r} but the run in {out} used "
+                            f"{saved.get(key)!r}; resume with {saved_path} or start over with --overwrite")
+    try:
+        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as fh:
+            hashes = {k: v["sha256"] for k, v in json.load(fh).get("data", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        hashes = {}
+    for split, path in spec.data.splits().items():
+        if split in hashes and file_sha256(path) != hashes[split]:
+            raise SpecError(f"data.{split}: {path} changed since the run in {out} started "
+                            f"(SHA-256 differs from manifest.json); resume with the same data "
+                            f"or start over with --overwrite")
 
 
 def prepare(spec):
@@ -63,8 +142,9 @@ def prepare(spec):
     return Prepared(spec, task, examples, warnings)
 
 
-def manifest(spec):
-    """Versions, data hashes, seed and the git commit, for ``manifest.json``."""
+def manifest(spec, processes=1):
+    """Versions, data hashes, seed, the git commit and the number of training processes,
+    for ``manifest.json``."""
     import tokenizers
     import torch
     import transformers
@@ -80,43 +160,80 @@ def manifest(spec):
         "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
         "platform": platform.platform(), "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seed": spec.train.seed, "git_commit": commit,
+        "seed": spec.train.seed, "git_commit": commit, "processes": processes,
         "data": {split: {"path": p, "sha256": file_sha256(p)} for split, p in spec.data.splits().items()},
     }
 
 
 def execute(spec, resume=False, overwrite=False):
-    """Train per the spec; return the final metrics. The run folder is created here."""
+    """Train per the spec; return the final metrics. The run folder is created here,
+    after every check has passed. Under torchrun / accelerate launch every process runs
+    this; only the main one writes."""
     import torch
+
+    from . import distributed
+
+    check_output(spec, resume, overwrite)
+    prepared = prepare(spec)
+    if "train" not in prepared.examples:
+        raise SpecError(f"{spec.path}: data.train: required by taskbert run")
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
+    world = distributed.setup()
+    try:
+        return _train(spec, prepared, world, resume, overwrite)
+    finally:
+        distributed.teardown()
+
+
+def load_encoder(hook, spec):
+    """``(encoder, tokenizer)`` from the first plugin that serves ``spec.encoder``; a
+    model that cannot be read is bad input (one line), not a traceback."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in run logs
+    try:
+        loaded = hook.taskbert_load_encoder(spec=spec)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {first}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    if loaded is None:
+        raise SpecError(f"encoder.model: no plugin can load {spec.encoder.model!r}; use a Hugging "
+                        f"Face id, a saved model folder or a packaged alias (minilm-l6)")
+    return loaded
+
+
+def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
     from .task import TaskModel
     from .trainer import Trainer, seed_everything
 
-    check_output(spec, resume, overwrite)
-    prepared = prepare(spec)
     task, examples = prepared.task, prepared.examples
-    if "train" not in examples:
-        raise SpecError(f"{spec.path}: data.train: required by taskbert run")
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
     hook = get_plugin_manager().hook
     seed_everything(spec.train.seed)
-    encoder, tokenizer = hook.taskbert_load_encoder(spec=spec)
+    encoder, tokenizer = load_encoder(hook, spec)
     head = task.build_head(encoder)
     model = TaskModel(task, encoder, head)
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
             for split, exs in examples.items()}
-    if overwrite and os.path.isdir(spec.output) and not resume:
-        shutil.rmtree(spec.output)
-    os.makedirs(spec.output, exist_ok=True)
-    if not resume:
-        ckpt.atomic_write(os.path.join(spec.output, "spec.yaml"),
-                          yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        ckpt.atomic_json(os.path.join(spec.output, "manifest.json"), manifest(spec))
-    for w in prepared.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    trainer = Trainer(spec, task, model, tokenizer, rows, examples, spec.output, hook, resume=resume)
+    if world.is_main:
+        if overwrite and not resume and os.path.isdir(spec.output):
+            shutil.rmtree(spec.output)  # check_output made sure it holds a run and no inputs
+        os.makedirs(spec.output, exist_ok=True)
+        if not resume:
+            ckpt.atomic_write(os.path.join(spec.output, "spec.yaml"),
+                              yaml.safe_dump(spec.to_dict(), sort_keys=False))
+            ckpt.atomic_json(os.path.join(spec.output, "manifest.json"), manifest(spec, world.world))
+        for w in prepared.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    world.barrier()  # the run folder exists before any rank looks into it
+    trainer = Trainer(spec, task, model, tokenizer, rows, examples, spec.output, hook,
+                      resume=resume, world=world)
     return trainer.train()
 
 
@@ -131,4 +248,4 @@ def dump_json(obj):
     return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
 
 
-__all__ = ["prepare", "execute", "check_output", "manifest", "DataError"]
+__all__ = ["prepare", "execute", "check_output", "check_resume", "load_encoder", "manifest", "DataError"]

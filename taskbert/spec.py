@@ -194,7 +194,11 @@ def spec_from_dict(raw, path="<spec>", registries=None):
     options = build(task_cls.Options, spec.task_options, "task_options", ctx)
     if spec.data.format is not None:
         registries.readers.get(spec.data.format, where=f"{path}: data.format")
-    for name in spec.train.loggers:
-        pass  # loggers check themselves when the run starts (they are hook plugins)
+    loggers = getattr(registries, "loggers", None)
+    for i, name in enumerate(spec.train.loggers if loggers is not None else ()):
+        where = f"{path}: train.loggers[{i}]"
+        check = getattr(loggers.get(name, where=where), "check", None)
+        if check is not None:  # e.g. an optional dependency the logger needs
+            check(where)
     return dataclasses.replace(spec, path=os.path.abspath(path) if not path.startswith("<") else path,
                                options=options)

@@ -69,6 +69,30 @@ class Task:
         """Return warnings (strings) about a split for ``taskbert validate``."""
         return []
 
+    def label_list(self, example):
+        """The categorical gold labels of an example, for ``taskbert debug data``: one for
+        a classifier, one per word for a tagger, None when the gold is not categorical
+        (spans, numbers). The default reads :meth:`gold`: a string or a list of strings."""
+        gold = self.gold(example)
+        if isinstance(gold, str):
+            return [gold]
+        if isinstance(gold, (list, tuple)) and all(isinstance(g, str) for g in gold):
+            return list(gold)
+        return None
+
+    def truncation(self, examples, tokenizer, max_length):
+        """What ``max_length`` cuts, for ``taskbert debug data``: ``{unit: (cut, total)}``.
+
+        The default counts examples whose encoding without a length limit is longer than
+        ``max_length`` (a task that windows long inputs keeps the rest in more windows).
+        Word- and span-level tasks override it to count the words or answers lost.
+        """
+        longest = [0] * len(examples)
+        for row in self.encode_all(examples, tokenizer, 1_000_000):
+            i = row["example_index"]
+            longest[i] = max(longest[i], len(row["input_ids"]))
+        return {"examples": (sum(n > max_length for n in longest), len(examples))}
+
     def encode(self, example, tokenizer, max_length):
         """Return a list of feature rows (dicts) for one example.
 

@@ -5,11 +5,24 @@
   can name in ``encoder.model`` — no network, trains in seconds on a CPU.
 * ``run_spec(spec_dict, folder)``: write a spec into ``folder`` and run it, returning the
   final metrics and the run folder.
+* ``write_polarity_data(path, n, seed)``: a learnable synthetic sentiment set (jsonl) over
+  ``TINY_WORDS``; ``tiny_encoder`` and ``polarity_data`` are pytest fixtures over it, for a
+  plugin's tests: ``from taskbert.testing import tiny_encoder, polarity_data``.
+* ``check_task_class(cls)``: the contract checks the core relies on, as one call.
 """
 
+import dataclasses
+import json
 import os
+import random
 
 import yaml
+
+POSITIVE = "good great fine superb lovely nice".split()
+NEGATIVE = "bad awful poor terrible ugly nasty".split()
+FILLER = "the movie was plot actor scene film a an and it".split()
+#: every word of the synthetic data; the tiny encoder's vocabulary covers them
+TINY_WORDS = POSITIVE + NEGATIVE + FILLER
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -69,3 +82,63 @@ def run_spec(spec, folder, name="spec.yaml", overrides=(), overwrite=True):
     loaded = load_spec(path, overrides)
     metrics = execute(loaded, overwrite=overwrite)
     return metrics, loaded.output
+
+
+def write_polarity_data(path, n, seed):
+    """Write ``n`` jsonl records ``{text, label}``: filler words plus one polar word, the
+    label (``pos``/``neg``) following it. A tiny encoder learns it in seconds; chance is 0.5."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            positive = rng.random() < 0.5
+            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 12))]
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if positive else NEGATIVE))
+            fh.write(json.dumps({"text": " ".join(words), "label": "pos" if positive else "neg"}) + "\n")
+    return str(path)
+
+
+def tiny_classification_spec(encoder, train, validation, output, **train_options):
+    """A spec dict that trains ``sentence_classification`` with the tiny encoder on the
+    polarity data in a few seconds; ``train_options`` override the ``train:`` section."""
+    train_section = {"epochs": 3, "batch_size": 16, "lr": 1.0e-3, "log_every": 5, "seed": 3, "loggers": []}
+    train_section.update(train_options)
+    return {"task": "sentence_classification", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"train": train, "validation": validation}, "train": train_section,
+            "output": str(output)}
+
+
+def check_task_class(cls):
+    """Raise AssertionError naming the first broken part of a Task subclass's contract:
+    a name, a description, a dataclass ``Options`` whose fields all have defaults or are
+    documented, and the methods every task must override."""
+    from .schema import describe
+    from .task import Task
+
+    assert isinstance(cls, type) and issubclass(cls, Task), f"{cls!r} is not a taskbert.Task subclass"
+    assert cls.name and cls.name.isidentifier(), f"{cls.__name__}.name must be an identifier, got {cls.name!r}"
+    assert cls.description, f"{cls.__name__}.description is empty (taskbert tasks and init show it)"
+    assert dataclasses.is_dataclass(cls.Options), f"{cls.__name__}.Options must be a dataclass"
+    describe(cls.Options)  # every field type must be one the spec checker understands
+    for method in ("example_from_record", "encode", "build_head", "loss", "collect", "decode"):
+        if getattr(cls, method) is getattr(Task, method) and not (
+                method == "encode" and cls.encode_all is not Task.encode_all):
+            raise AssertionError(f"{cls.__name__} must override Task.{method}")
+    cls()  # the default options must build
+
+
+try:  # fixtures for plugin test suites; taskbert itself runs without pytest
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture(scope="session")
+    def tiny_encoder(tmp_path_factory):
+        """A saved tiny random BERT whose vocabulary covers ``TINY_WORDS``."""
+        return make_tiny_encoder(str(tmp_path_factory.mktemp("tiny-encoder")), TINY_WORDS)
+
+    @pytest.fixture()
+    def polarity_data(tmp_path):
+        """``(train, validation)`` jsonl paths of the synthetic sentiment set (400 / 100)."""
+        return (write_polarity_data(tmp_path / "train.jsonl", 400, 1),
+                write_polarity_data(tmp_path / "validation.jsonl", 100, 2))

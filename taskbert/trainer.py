@@ -1,7 +1,15 @@
 """The one training loop: AdamW, linear warmup then linear decay, gradient
-accumulation and clipping, evaluation, best-model keeping, early stopping, resume.
+accumulation and clipping, evaluation, best-model keeping, early stopping, exact resume,
+and data parallelism over the processes torchrun starts (see ``distributed.py``).
 
 Read ``Trainer.train`` top to bottom; everything it calls is below it.
+
+Exact resume: the checkpoint holds everything the next step depends on: weights,
+optimizer, schedule, the RNG states (Python, NumPy, torch: the dropout masks), the
+position in the epoch's batch list (a pure function of seed and epoch), the partly filled
+logging window, the best metric, the early-stopping count and how many lines
+``metrics.jsonl`` had. A run resumed from step N repeats bit for bit what the
+uninterrupted run did after step N.
 """
 
 import json
@@ -15,8 +23,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .batching import collate, eval_batches, to_device, train_batches
-from .errors import RunError
+from .batching import collate, to_device, train_batches
+from .checkpoint import rng_state, set_rng_state
+from .distributed import World
+from .inference import run_inference  # noqa: F401  (predict.py and plugins import it from here)
+from .errors import RunError, SpecError
+
+#: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
+#: and an uninterrupted one (they measure this machine's speed, not the model)
+TIMING_FIELDS = ("samples_per_s", "tokens_per_s")
 
 
 def pick_device():
@@ -72,24 +87,6 @@ def linear_schedule(optimizer, warmup_steps, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def rng_state():
-    """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` reads."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state):
-    """Restore what :func:`rng_state` returned."""
-    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def seed_everything(seed):
     """Seed Python, NumPy and torch."""
     random.seed(seed)
@@ -97,27 +94,40 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def new_window():
+    """Sums over the optimizer steps since the last log line (saved in checkpoints, so a
+    resumed run logs the same ``train/loss``)."""
+    return {"loss": 0.0, "batches": 0, "samples": 0, "tokens": 0}
+
+
 class Trainer:
     """Trains ``model`` on the train rows, evaluates on validation, keeps the best.
 
-    ``rows`` and ``examples`` are ``{split: list}``; ``run_dir`` is the run folder.
+    ``rows`` and ``examples`` are ``{split: list}``; ``run_dir`` is the run folder;
+    ``world`` says which process of a data-parallel run this is (one process if None).
     Plugins see this object in the lifecycle hooks (``spec``, ``task``, ``model``,
-    ``step``, ``total_steps``, ``run_dir``, ``history``).
+    ``step``, ``total_steps``, ``run_dir``, ``history``, ``device``, ``world``); the hooks
+    run on the main process only.
     """
 
-    def __init__(self, spec, task, model, tokenizer, rows, examples, run_dir, hook, resume=False):
+    def __init__(self, spec, task, model, tokenizer, rows, examples, run_dir, hook, resume=False,
+                 world=None):
         self.spec, self.task, self.model, self.tokenizer = spec, task, model, tokenizer
         self.rows, self.examples, self.run_dir, self.hook = rows, examples, run_dir, hook
         self.resume = resume
-        self.device = pick_device()
+        self.world = world or World()
+        self.device = self.world.device
         self.amp_dtype = pick_precision(spec.train.precision, self.device)
         self.metric = spec.train.metric or task.default_metric
         self.metric_key = self.metric if "/" in self.metric else f"validation/{self.metric}"
         self.higher = task.greater_is_better(self.metric)
         self.history = []
-        self.step = 0
+        self.step, self.epoch, self.batch_pos, self.stale, self.stop = 0, 0, 0, 0, False
         self.best_value = None
         self.best_step = None
+        self.window = new_window()
+        self.checkpoint_root = os.path.join(run_dir, "checkpoint")
+        self.last_checkpoint = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     # ------------------------------------------------------------------ the loop
@@ -125,86 +135,133 @@ class Trainer:
         """Run the whole schedule; return the final metrics of every evaluated split."""
         t = self.spec.train
         model = self.model.to(self.device)
-        train_rows = self.rows["train"]
-        lengths = [len(r["input_ids"]) for r in train_rows]
-        batches_per_epoch = math.ceil(len(train_rows) / t.batch_size)
+        self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
+        batches_per_epoch = math.ceil(len(self.lengths) / t.batch_size)
         steps_per_epoch = max(1, batches_per_epoch // t.grad_accum)
-        total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-        self.total_steps = total
-        warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
-        optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
-        scheduler = linear_schedule(optimizer, warmup, total)
-        self.optimizer, self.scheduler = optimizer, scheduler
-        epoch, batch_pos, stale = 0, 0, 0
+        self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+        warmup = int(t.warmup * self.total_steps) if t.warmup < 1 else int(t.warmup)
+        self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
+        self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
         if self.resume:
-            epoch, batch_pos, stale = self._restore(optimizer, scheduler)
-        self.hook.taskbert_train_start(trainer=self)
-        bar = tqdm(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                   disable=None)  # None: no bar when stderr is not a terminal (CI logs)
-        window = {"loss": 0.0, "batches": 0, "samples": 0, "tokens": 0, "t0": time.perf_counter()}
-        stop = self.step >= total
-        while not stop:
-            batches = train_batches(lengths, t.batch_size, t.seed, epoch)
-            usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
-            model.train()
-            for pos in range(batch_pos, usable):
-                batch = to_device(collate([train_rows[i] for i in batches[pos]], self.pad_id,
-                                          self.task.pad_fields), self.device)
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    out = model(batch)
-                    loss = self.task.loss(out, batch)   # scalar, mean over the batch
-                (loss / t.grad_accum).backward()
-                window["loss"] += loss.item()
-                window["batches"] += 1
-                window["samples"] += len(batches[pos])
-                window["tokens"] += int(batch["attention_mask"].sum())
-                if (pos + 1) % t.grad_accum:
-                    continue
-                if t.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                bar.update(1)
-                if not math.isfinite(window["loss"]):
-                    bar.close()
-                    raise RunError(f"loss became {window['loss']} at step {self.step}; "
-                                   f"the last good checkpoint is kept (try a lower train.lr)")
-                batch_pos = pos + 1
-                if self.step % t.log_every == 0 or self.step == total:
-                    self._log_train(window, optimizer, epoch, bar)
-                at_epoch_end = batch_pos >= usable
-                if (t.eval_every == "epoch" and at_epoch_end) or \
-                        (t.eval_every != "epoch" and self.step % t.eval_every == 0) or \
-                        self.step == total:
-                    improved = self._evaluate_and_keep(epoch, bar)
-                    stale = 0 if improved else stale + 1
-                    self._save_checkpoint(epoch, batch_pos, stale)
-                    if t.early_stopping and stale >= t.early_stopping:
-                        tqdm.write(f"early stopping: no gain in {self.metric_key} for {stale} evaluations")
-                        stop = True
-                elif t.save_every and self.step % t.save_every == 0:
-                    self._save_checkpoint(epoch, batch_pos, stale)
-                if stop or self.step >= total:
-                    stop = True
+            self._restore()
+        elif self.world.enabled:  # every rank draws its own dropout masks
+            torch.manual_seed(t.seed + 1 + self.world.rank)
+        self.train_model = self.world.wrap(model, self._probe)  # DDP with several processes
+        if self.world.is_main:
+            self.hook.taskbert_train_start(trainer=self)
+        self.bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
+                        dynamic_ncols=True, disable=None if self.world.is_main else True)
+        self.stop = self.stop or self.step >= self.total_steps
+        self._t0 = time.perf_counter()
+        while not self.stop:
+            batches = train_batches(self.lengths, t.batch_size, t.seed, self.epoch)
+            self.train_model.train()
+            for pos in range(self.batch_pos, self.usable):
+                sync = (pos + 1) % t.grad_accum == 0
+                self._forward_backward(batches[pos], sync)
+                if not sync:
+                    continue  # accumulate gradients of grad_accum batches
+                self._optimizer_step()
+                self.batch_pos = pos + 1
+                self._after_step()  # log, evaluate, checkpoint, decide to stop
+                if self.stop:
                     break
-            if not stop:
-                epoch, batch_pos = epoch + 1, 0
-        bar.close()
+            if not self.stop:
+                self.epoch, self.batch_pos = self.epoch + 1, 0
+        self.bar.close()
         return self._finish()
+
+    def _probe(self):
+        """One forward and backward pass on two rows, without dropout (see World.wrap)."""
+        batch = to_device(collate(self.rows["train"][:2], self.pad_id, self.task.pad_fields), self.device)
+        self.model.eval()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = self.task.loss(self.model(batch), batch)
+        loss.backward()
+        self.model.train()
+
+    def _forward_backward(self, ids, sync):
+        """Loss and gradients of one batch (this rank's share of it under DDP)."""
+        t = self.spec.train
+        mine = self.world.shard(ids)
+        # a rank left without rows still runs one, weighted 0, so DDP's all-reduce matches
+        rows = [self.rows["train"][i] for i in (mine or ids[:1])]
+        batch = to_device(collate(rows, self.pad_id, self.task.pad_fields), self.device)
+        weight = len(mine) * self.world.world / len(ids)  # exactly 1.0 for one process
+        with self.world.no_sync(self.train_model, sync):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                out = self.train_model(batch)
+                loss = self.task.loss(out, batch)   # scalar, mean over this rank's rows
+            ((loss if weight == 1 else loss * weight) / t.grad_accum).backward()
+        value = loss.item() if mine else 0.0
+        tokens = int(batch["attention_mask"].sum()) if mine else 0
+        if self.world.enabled:  # the mean over the whole batch, the same on every rank
+            loss_sum, tokens = self.world.sum([value * len(mine), tokens])
+            value, tokens = loss_sum / len(ids), int(tokens)
+        if not math.isfinite(value):
+            self._fail(f"train/loss is {value}")
+        self.window["loss"] += value
+        self.window["batches"] += 1
+        self.window["samples"] += len(ids)
+        self.window["tokens"] += tokens
+
+    def _optimizer_step(self):
+        t = self.spec.train
+        if t.max_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+            if not torch.isfinite(norm):
+                self._fail(f"the gradient norm is {float(norm)}")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.bar.update(1)
+
+    def _fail(self, what):
+        """Stop a run whose loss or gradients stopped being finite; the update that would
+        have spoiled the weights is not made and the last good checkpoint stays."""
+        self.bar.close()
+        if self.last_checkpoint:
+            kept = f"the last good checkpoint ({os.path.basename(self.last_checkpoint)}) is kept " \
+                   f"in {self.checkpoint_root}"
+        else:
+            kept = "no checkpoint was written before it"
+        raise RunError(f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
+                       f"before that update; {kept}; lower train.lr or check the data")
+
+    def _after_step(self):
+        t = self.spec.train
+        if self.step % t.log_every == 0 or self.step == self.total_steps:
+            self._log_train()
+        if t.eval_every == "epoch":
+            evaluate = self.batch_pos >= self.usable
+        else:
+            evaluate = self.step % t.eval_every == 0
+        evaluate = evaluate or self.step == self.total_steps
+        if evaluate:
+            improved = self._evaluate_and_keep()
+            self.stale = 0 if improved else self.stale + 1
+            if t.early_stopping and self.stale >= t.early_stopping:
+                self.stop = True
+                self._say(f"early stopping: no gain in {self.metric_key} for {self.stale} evaluations")
+        if self.step >= self.total_steps:
+            self.stop = True
+        if evaluate or (t.save_every and self.step % t.save_every == 0):
+            self._save_checkpoint()  # after the stop decision, so a resume honours it
 
     # ----------------------------------------------------------- evaluation
     @torch.inference_mode()
     def predict_rows(self, rows, desc="evaluating"):
         """Per-row results of the task's ``collect`` for ``rows`` (in row order), and the
-        mean loss when the rows carry labels."""
-        model = self.model
-        model.eval()
+        mean loss when the rows carry labels. Every rank of a distributed run takes part
+        and gets all results."""
+        self.model.eval()
         bs = self.spec.train.eval_batch_size or self.spec.train.batch_size * 2
-        return run_inference(model, self.task, rows, bs, self.pad_id, self.device,
-                             self.amp_dtype, desc)
+        return run_inference(self.model, self.task, rows, bs, self.pad_id, self.device,
+                             self.amp_dtype, desc, world=self.world)
 
     def evaluate(self, split):
         """Predictions and metrics (``{split}/{name}``) of the current model on a split."""
@@ -215,14 +272,14 @@ class Trainer:
             metrics[f"{split}/loss"] = loss
         return predictions, metrics
 
-    def _evaluate_and_keep(self, epoch, bar):
+    def _evaluate_and_keep(self):
         """Evaluate on validation (if any), save ``best/`` on improvement; True if improved."""
         if "validation" not in self.rows:
             self._save_best()  # no validation split: the latest model is the one we keep
             return True
         _, metrics = self.evaluate("validation")
-        self.model.train()
-        metrics.update(epoch=epoch + 1, step=self.step)
+        self.train_model.train()
+        metrics.update(epoch=self.epoch + 1, step=self.step)
         self._record(metrics)
         if self.metric_key not in metrics:
             known = ", ".join(k for k in metrics if k.startswith("validation/"))
@@ -236,57 +293,93 @@ class Trainer:
         return better
 
     def _save_best(self):
-        ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
-                               self.task, self.spec.to_dict(),
-                               extra={"step": self.step, "metric": self.metric_key,
-                                      "value": self.best_value})
+        if self.world.is_main:
+            ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
+                                   self.task, self.spec.to_dict(),
+                                   extra={"step": self.step, "metric": self.metric_key,
+                                          "value": self.best_value})
 
     # ---------------------------------------------------------- bookkeeping
-    def _log_train(self, window, optimizer, epoch, bar):
-        elapsed = max(1e-9, time.perf_counter() - window["t0"])
+    def _log_train(self):
+        w = self.window
+        elapsed = max(1e-9, time.perf_counter() - self._t0)
         metrics = {
-            "step": self.step, "epoch": epoch + 1,
-            "train/loss": window["loss"] / max(1, window["batches"]),
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": window["samples"] / elapsed,
-            "tokens_per_s": window["tokens"] / elapsed,
+            "step": self.step, "epoch": self.epoch + 1,
+            "train/loss": w["loss"] / max(1, w["batches"]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": w["samples"] / elapsed,
+            "tokens_per_s": w["tokens"] / elapsed,
         }
-        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+        self.bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
         self._record(metrics)
-        window.update(loss=0.0, batches=0, samples=0, tokens=0, t0=time.perf_counter())
+        self.window = new_window()
+        self._t0 = time.perf_counter()
+
+    def _say(self, text):
+        if self.world.is_main:
+            tqdm.write(text)
 
     def _record(self, metrics):
-        """Append to ``metrics.jsonl`` (flushed per line) and call the logger hook."""
+        """Append to ``metrics.jsonl`` (flushed per line) and call the logger hook; only
+        the main process writes, every process keeps the history."""
         self.history.append(metrics)
+        if not self.world.is_main:
+            return
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(metrics) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         self.hook.taskbert_log_metrics(trainer=self, step=self.step, metrics=metrics)
 
-    def _save_checkpoint(self, epoch, batch_pos, stale):
-        state = {"step": self.step, "epoch": epoch, "batch_pos": batch_pos, "stale": stale,
+    def _save_checkpoint(self):
+        state = {"step": self.step, "epoch": self.epoch, "batch_pos": self.batch_pos,
+                 "stale": self.stale, "stop": self.stop, "window": self.window,
                  "best_value": self.best_value, "best_step": self.best_step,
-                 "metrics_lines": len(self.history), "total_steps": self.total_steps}
-        ckpt.save_training_state(os.path.join(self.run_dir, "checkpoint"), self.model,
-                                 self.optimizer, self.scheduler, state, rng_state())
+                 "metrics_lines": len(self.history), "total_steps": self.total_steps,
+                 "world_size": self.world.world}
+        rngs = self.world.gather(rng_state())  # each rank's dropout stream
+        if self.world.is_main:
+            self.last_checkpoint = ckpt.save_training_state(
+                self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
 
-    def _restore(self, optimizer, scheduler):
-        folder = os.path.join(self.run_dir, "checkpoint")
-        state, rng = ckpt.load_training_state(folder, self.model, optimizer, scheduler)
-        set_rng_state(rng)
-        self.step, self.best_value, self.best_step = state["step"], state["best_value"], state["best_step"]
+    def _restore(self):
+        """Load the newest complete checkpoint and put the loop where it was."""
+        folder, skipped = ckpt.latest_checkpoint(self.checkpoint_root)
+        if folder is None:
+            raise SpecError(f"--resume: {self.checkpoint_root} holds no complete checkpoint")
+        for bad, why in skipped:
+            self._say(f"warning: skipping checkpoint {bad}: {why}")
+        state, rngs = ckpt.load_training_state(folder, self.model, self.optimizer, self.scheduler)
+        if state["total_steps"] != self.total_steps:
+            raise SpecError(f"--resume: the checkpoint was made for {state['total_steps']} steps, "
+                            f"this spec and data make {self.total_steps}; resume with the same spec")
+        if len(rngs) == self.world.world:
+            set_rng_state(rngs[self.world.rank])
+        else:  # another number of processes: same batches, but new dropout streams
+            set_rng_state(rngs[0])
+            torch.manual_seed(self.spec.train.seed + 1 + self.world.rank + state["step"])
+            self._say(f"warning: resuming on {self.world.world} processes a run checkpointed on "
+                      f"{len(rngs)}: dropout masks will differ from the original run")
+        self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
+        self.stale, self.stop, self.window = state["stale"], state["stop"], state["window"]
+        self.best_value, self.best_step = state["best_value"], state["best_step"]
         path = os.path.join(self.run_dir, "metrics.jsonl")
-        if os.path.exists(path):  # drop lines logged after the checkpoint was written
+        lines = []
+        if os.path.exists(path):  # lines logged after the checkpoint are logged again
             with open(path, encoding="utf-8") as fh:
                 lines = [ln for ln in fh.read().splitlines() if ln.strip()][:state["metrics_lines"]]
+        self.history = [json.loads(ln) for ln in lines]
+        self.world.barrier()  # every rank has read metrics.jsonl and the checkpoint
+        if self.world.is_main:
             ckpt.atomic_write(path, "".join(ln + "\n" for ln in lines))
-            self.history = [json.loads(ln) for ln in lines]
-        tqdm.write(f"resumed from step {self.step} (epoch {state['epoch'] + 1})")
-        return state["epoch"], state["batch_pos"], state["stale"]
+            ckpt.discard_after(self.checkpoint_root, self.step)
+            ckpt.recover_folder(os.path.join(self.run_dir, "best"))
+        self.last_checkpoint = folder
+        self._say(f"resumed from {folder} (step {self.step}, epoch {self.epoch + 1})")
 
     def _finish(self):
         """Reload ``best/``, evaluate it on every split with gold labels, write predictions."""
+        self.world.barrier()  # best/ is complete before any rank reads it
         best = os.path.join(self.run_dir, "best")
         if os.path.isdir(best):
             ckpt.load_head_state(best, self.model.head, ckpt.model_state_prefix(self.model))
@@ -303,34 +396,11 @@ class Trainer:
                 if gold is not None:
                     line["gold"] = gold
                 lines.append(json.dumps(line, ensure_ascii=False))
-        if lines:
+        if lines and self.world.is_main:
             ckpt.atomic_write(os.path.join(self.run_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
         if final:
             final.update(step=self.step, best_step=self.best_step, final=True)
             self._record(final)
-        self.hook.taskbert_train_end(trainer=self, metrics=final)
+        if self.world.is_main:
+            self.hook.taskbert_train_end(trainer=self, metrics=final)
         return final
-
-
-def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting"):
-    """Run ``model`` over ``rows`` in length-sorted batches; return (per-row results in
-    row order, mean loss or None)."""
-    results = [None] * len(rows)
-    lengths = [len(r["input_ids"]) for r in rows]
-    total_loss, n_loss = 0.0, 0
-    with torch.inference_mode():
-        for idx in tqdm(eval_batches(lengths, batch_size), desc=desc, unit="batch",
-                        leave=False, dynamic_ncols=True, disable=None):
-            batch = to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields), device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(batch)
-                try:
-                    loss = task.loss(out, batch)
-                except (KeyError, TypeError):
-                    loss = None
-            if loss is not None and torch.isfinite(loss):
-                total_loss += loss.item() * len(idx)
-                n_loss += len(idx)
-            for i, res in zip(idx, task.collect(out, batch)):
-                results[i] = res
-    return results, (total_loss / n_loss if n_loss else None)

@@ -1,0 +1,1 @@
+"""Side-by-side speed benchmarks: taskbert against a plain Hugging Face baseline."""

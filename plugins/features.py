@@ -1,0 +1,295 @@
+"""Feature-based use: a frozen encoder, chosen layers, cached features, light heads.
+
+The paper's second way of using BERT (Table 7): the encoder stays frozen, the hidden
+states of chosen layers become features, and a small model trains on them. Two tasks:
+
+* ``feature_classification``: one label per text; the pooled [CLS] (or mean) vector of
+  the chosen layers, a linear layer or a small MLP;
+* ``feature_tagging``: one tag per word (windows over long sentences, as the tagging task
+  makes them); subtokens pooled per word (first / mean / last), a linear layer or a
+  two-layer BiLSTM.
+
+Features are computed once per split and kept in an on-disk cache (``feature_cache``):
+``taskbert_train_start`` fills or reuses the cache and attaches each row's features, so
+no training epoch runs the encoder. Rows without features (``taskbert predict``) run the
+encoder in the task's ``forward``, through the same code that filled the cache.
+``taskbert extract SPEC`` fills the cache without training and can export JSONL in the
+layout of google-research/bert ``extract_features.py``.
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from taskbert import SpecError, hookimpl
+from taskbert import checkpoint as ckpt
+from taskbert.data import file_sha256
+
+from . import feature_cache as fc
+from .classification import ClassificationOptions, SentenceClassification
+from .feature_heads import LAYER_CHOICES, SentenceFeatureHead, extract_batch, layer_indices, pad_units
+
+LayerChoice = Literal[LAYER_CHOICES]
+#: file written in the run folder: cache folders, extraction seconds, training seconds
+STATS_FILE = "features.json"
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Options every feature task has (mixed into each task's Options)."""
+
+    layers: LayerChoice = field(default="concat_last_four", metadata={
+        "help": "embeddings, last, second_to_last, sum_last_four, concat_last_four, mean_all, scalar_mix"})
+    head_hidden: int = field(default=256, metadata={
+        "min": 1, "help": "hidden size of the MLP layer or of each BiLSTM direction"})
+    cache_dir: Optional[str] = field(default=None, metadata={
+        "path": True, "help": "feature cache folder; default $TASKBERT_FEATURE_CACHE or ~/.cache/taskbert/features"})
+    cache_dtype: Literal["float32", "float16"] = field(default="float32", metadata={
+        "help": "stored precision; float16 halves the cache"})
+    extract_batch_size: int = field(default=64, metadata={"min": 1, "help": "rows per encoder batch when extracting"})
+
+
+class FeatureTask:
+    """Mixin for tasks on frozen-encoder features; put it before the base task class.
+
+    A subclass gives every feature row ``unit_spans`` (``[[start, end], ...]`` subtoken
+    positions, one per unit), names the units for JSONL (:meth:`unit_names`) and maps its
+    ``pooling`` option to first | last | mean (:meth:`pool_mode`).
+    """
+
+    hf_architecture = None   # the head is ours: plain transformers cannot load it
+    num_layers = None
+    layer_ids = None
+
+    def trainable_encoder(self):
+        return False
+
+    def configure(self, encoder):
+        """Resolve the layer choice against the encoder's depth (``build_head`` calls it)."""
+        self.num_layers = encoder.config.num_hidden_layers
+        self.layer_ids = layer_indices(self.options.layers, self.num_layers)
+
+    def pool_mode(self):
+        """first | last | mean: how the subtokens of a unit become one vector."""
+        return self.options.pooling
+
+    def unit_names(self, row, example):
+        """Names of the units of a row (of ``example``), for the JSONL export."""
+        raise NotImplementedError
+
+    def forward(self, encoder, head, batch):
+        features = batch.get("features")
+        if features is None:   # not cached (prediction): the same extraction, on the fly
+            features = extract_batch(encoder, batch, self.layer_ids, self.pool_mode())
+        x, mask = pad_units(features, batch["input_ids"].device)   # (batch, units, layers, hidden)
+        return head(x, mask)
+
+    # ------------------------------------------------------------------ cache
+    def cache_key(self, spec, split, encoder, tokenizer, rows, fingerprints):
+        """Everything the cached values depend on; any change gives a new cache folder."""
+        from taskbert.encoder import check_encoder
+
+        path = spec.data.splits()[split]
+        return {
+            "format": fc.CACHE_FORMAT, "task": self.name,
+            "model": check_encoder(spec)[0], "weights": fingerprints["weights"],
+            "tokenizer": fingerprints["tokenizer"], "layers": self.layer_ids,
+            "pooling": self.options.pooling, "max_length": spec.encoder.max_length,
+            "dtype": self.options.cache_dtype,
+            "data": {"path": path, "sha256": file_sha256(path), "limit": getattr(spec.data.limit, split)},
+            "rows": fc.rows_fingerprint(rows),
+        }
+
+    def feature_stores(self, spec, encoder, tokenizer, rows_by_split, device, log=None):
+        """``{split: (store, seconds or None)}``: the verified cache of each split, built
+        with one encoder pass where it is missing or damaged."""
+        root = self.options.cache_dir or fc.default_cache_dir()
+        fingerprints = {"weights": fc.weights_fingerprint(encoder),
+                        "tokenizer": fc.tokenizer_fingerprint(tokenizer)}
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        out = {}
+        for split, rows in rows_by_split.items():
+            key = self.cache_key(spec, split, encoder, tokenizer, rows, fingerprints)
+            out[split] = fc.ensure_store(root, key, lambda folder, rows=rows, key=key: fc.build_store(
+                folder, key, encoder, rows, self.layer_ids, self.pool_mode(),
+                self.options.extract_batch_size, pad_id, self.pad_fields, device,
+                self.options.cache_dtype), log)
+        return out
+
+    def attach_features(self, spec, encoder, tokenizer, rows_by_split, device, log=None):
+        """Fill or reuse the caches and put each row's features (a memory-mapped tensor)
+        in ``row["features"]``; return per-split statistics."""
+        stores = self.feature_stores(spec, encoder, tokenizer, rows_by_split, device, log)
+        for split, (store, _) in stores.items():
+            for i, row in enumerate(rows_by_split[split]):
+                row["features"] = store.row(i)
+        return {split: store_stats(split, store, seconds, log) for split, (store, seconds) in stores.items()}
+
+
+def store_stats(split, store, seconds, log=None):
+    """A split's cache in numbers (and one log line): folder, rows, shape, seconds."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    units, layers, hidden = store.manifest["shape"]
+    how = "reused" if seconds is None else f"extracted in {seconds:.2f} s"
+    log(f"features {split}: {len(store)} rows, {units} units x {layers} layers x {hidden} ({how}): {store.folder}")
+    return {"cache": store.folder, "rows": len(store), "shape": store.manifest["shape"],
+            "reused": seconds is None, "extract_seconds": None if seconds is None else round(seconds, 3)}
+
+
+# ------------------------------------------------------------ sentence classification
+@dataclass(frozen=True)
+class FeatureClassificationOptions(ClassificationOptions, FeatureOptions):
+    """Options of ``feature_classification``."""
+
+    pooling: Literal["cls", "mean"] = field(default="cls", metadata={
+        "help": "sentence vector: the [CLS] position, or the mean over all tokens"})
+    head: Literal["linear", "mlp"] = field(default="linear", metadata={
+        "help": "linear layer, or an MLP with one hidden layer of head_hidden units"})
+
+
+class FeatureClassification(FeatureTask, SentenceClassification):
+    """One label per text from cached frozen-encoder features and a linear/MLP head."""
+
+    name = "feature_classification"
+    description = "one label per text from frozen-encoder features (cached) and a linear or MLP head"
+    Options = FeatureClassificationOptions
+
+    def pool_mode(self):
+        return {"cls": "first", "mean": "mean"}[self.options.pooling]
+
+    def label_id(self, label):
+        # without a train split (taskbert extract) there are no labels to map
+        return super().label_id(label) if self.labels else -100
+
+    def encode_all(self, examples, tokenizer, max_length):
+        rows = super().encode_all(examples, tokenizer, max_length)
+        for row in rows:
+            row["unit_spans"] = [[0, 1] if self.options.pooling == "cls" else [0, len(row["input_ids"])]]
+        return rows
+
+    def unit_names(self, row, example):
+        return ["[CLS]" if self.options.pooling == "cls" else "[MEAN]"]
+
+    def build_head(self, encoder):
+        self.configure(encoder)
+        cfg = encoder.config
+        dropout = self.options.dropout
+        if dropout is None:
+            dropout = getattr(cfg, "hidden_dropout_prob", 0.1)
+        return SentenceFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
+                                   len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
+
+
+# --------------------------------------------------------------------------- hooks
+def _write_stats(trainer, stats):
+    ckpt.atomic_json(os.path.join(trainer.run_dir, STATS_FILE), stats)
+
+
+@hookimpl
+def taskbert_register_tasks(register):
+    register(FeatureClassification)
+    try:
+        from .feature_tagging import FeatureTagging
+    except ModuleNotFoundError as exc:   # the tagging plugin is not in this install
+        if exc.name != "taskbert_plugins.tagging":
+            raise
+    else:
+        register(FeatureTagging)
+
+
+@hookimpl
+def taskbert_train_start(trainer):
+    """Fill or reuse the feature caches before the first step, so that no epoch runs the
+    encoder; count any encoder call made during training (there should be none)."""
+    task = trainer.task
+    if not isinstance(task, FeatureTask):
+        return
+    encoder = trainer.model.encoder
+    splits = task.attach_features(trainer.spec, encoder, trainer.tokenizer, trainer.rows, trainer.device)
+    calls = [0]
+    handle = encoder.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    task._training = {"t0": time.perf_counter(), "calls": calls, "handle": handle,
+                      "stats": {"layers": task.options.layers, "layer_ids": task.layer_ids, "splits": splits}}
+    _write_stats(trainer, task._training["stats"])
+
+
+@hookimpl
+def taskbert_train_end(trainer, metrics):
+    """Record the time spent training heads on cached features and the encoder calls."""
+    state = getattr(trainer.task, "_training", None)
+    if not isinstance(trainer.task, FeatureTask) or state is None:
+        return
+    state["handle"].remove()
+    stats = dict(state["stats"], train_seconds=round(time.perf_counter() - state["t0"], 3),
+                 encoder_calls_during_training=state["calls"][0], steps=trainer.step)
+    weights = trainer.model.head.combiner.layer_weights()
+    if weights is not None:
+        stats["scalar_mix"] = {"weights": [round(w, 4) for w in weights],
+                               "gamma": round(trainer.model.head.combiner.gamma.item(), 4)}
+    _write_stats(trainer, stats)
+    trainer.task._training = None
+
+
+@hookimpl
+def taskbert_register_commands(cli):
+    import click
+
+    from taskbert.cli import SET_HELP, friendly
+
+    @cli.command()
+    @click.argument("spec_file", type=click.Path(dir_okay=False))
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+    @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "validation", "test"]),
+                  help="only this split (repeatable; default: every split the spec names)")
+    @click.option("--jsonl", "jsonl_dir", type=click.Path(file_okay=False),
+                  help="also write DIR/<split>.jsonl in the layout of google-research/bert extract_features.py")
+    @friendly
+    def extract(spec_file, overrides, splits, jsonl_dir):
+        """Compute a feature task's frozen-encoder features once and keep them in the cache."""
+        result = extract_features(spec_file, overrides, splits, jsonl_dir,
+                                  log=lambda msg: click.echo(msg, err=True))
+        click.echo(json.dumps(result, indent=2))
+
+
+def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=None):
+    """What ``taskbert extract`` does: check the spec, load the encoder, fill (or reuse)
+    the cache of each split, optionally export JSONL; return per-split statistics."""
+    import torch
+
+    from taskbert.data import encode_split
+    from taskbert.plugins import get_plugin_manager, registries
+    from taskbert.run import prepare
+    from taskbert.spec import load_spec
+    from taskbert.trainer import pick_device
+
+    spec = load_spec(spec_file, overrides)
+    task_cls = registries().tasks.get(spec.task)
+    if not issubclass(task_cls, FeatureTask):
+        names = [n for n in registries().tasks.names() if issubclass(registries().tasks.get(n), FeatureTask)]
+        raise SpecError(f"{spec.path}: task: {spec.task!r} has no frozen features to extract; "
+                        f"use one of: {', '.join(names)}")
+    available = spec.data.splits()
+    for split in splits:
+        if split not in available:
+            raise SpecError(f"--split {split}: the spec sets no data.{split}; it has: {', '.join(available)}")
+    prepared = prepare(spec)
+    task = prepared.task
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
+    encoder, tokenizer = get_plugin_manager().hook.taskbert_load_encoder(spec=spec)
+    task.configure(encoder)
+    device = pick_device()
+    encoder.to(device)
+    rows = {s: encode_split(task, prepared.examples[s], tokenizer, spec.encoder.max_length)
+            for s in (splits or available)}
+    stats = {}
+    for split, (store, seconds) in task.feature_stores(spec, encoder, tokenizer, rows, device, log).items():
+        stats[split] = store_stats(split, store, seconds, log)
+        if jsonl_dir:
+            path = os.path.join(jsonl_dir, f"{split}.jsonl")
+            fc.export_jsonl(path, store, rows[split], prepared.examples[split], task.unit_names, task.layer_ids, task.num_layers)
+            stats[split]["jsonl"] = path
+    return stats

@@ -1,0 +1,222 @@
+"""``sentence_pair``: a label or a score for a pair of texts (NLI, paraphrase, similarity).
+
+The input is ``[CLS] a [SEP] b [SEP]`` with token type 0 for ``a`` and 1 for ``b``; when a
+pair is too long the tokenizer's ``longest_first`` truncation cuts the longer side first,
+one token at a time, so a long premise never pushes the short hypothesis out of the window.
+The head is the same as ``sentence_classification`` (pooled [CLS], dropout, linear) and its
+weights are named as in ``BertForSequenceClassification``, so ``best/`` loads in plain
+transformers (with ``problem_type: regression`` and one output for similarity scores).
+
+* ``objective: classification`` — softmax over labels, cross-entropy; label bookkeeping
+  (label order, ``drop_labels`` such as SNLI's ``-``, unseen labels) comes from
+  :class:`~taskbert_plugins.classification.TextLabelTask`.
+* ``objective: regression`` — one real output, mean squared error; Pearson and Spearman.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from torch import nn
+
+from taskbert import DataError, hookimpl
+from taskbert_plugins.classification import TextLabelTask, label_text
+
+DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman")}
+
+
+@dataclass(frozen=True)
+class PairOptions:
+    """``task_options`` of ``sentence_pair``."""
+
+    text_a_field: str = field(default="sentence1", metadata={
+        "help": "record field holding the first text (premise, sentence 1)"})
+    text_b_field: str = field(default="sentence2", metadata={
+        "help": "record field holding the second text (hypothesis, sentence 2)"})
+    label_field: str = field(default="label", metadata={
+        "help": "record field holding the label (or the score for regression)"})
+    objective: Literal["classification", "regression"] = field(default="classification", metadata={
+        "help": "classification (softmax over labels) or regression (one score, MSE loss)"})
+    labels: Optional[tuple[str, ...]] = field(default=None, metadata={
+        "help": "label names in order; default: sorted labels of the training data"})
+    drop_labels: tuple[str, ...] = field(default=(), metadata={
+        "help": "skip records with these labels, e.g. ['-'] for SNLI (counted in validate)"})
+    unseen_labels: str = field(default="error", metadata={
+        "help": "labels in validation/test missing from train: error or ignore"})
+    dropout: Optional[float] = field(default=None, metadata={
+        "min": 0, "max": 1, "help": "head dropout; default: the encoder's hidden_dropout_prob"})
+    metrics: Optional[tuple[str, ...]] = field(default=None, metadata={
+        "help": "registered metric names; default accuracy, macro_f1 (classification) "
+                "or pearson, spearman (regression)"})
+
+    def __post_init__(self):
+        if self.unseen_labels not in ("error", "ignore"):
+            raise ValueError(f"unseen_labels: {self.unseen_labels!r} is not allowed; use 'error' or 'ignore'")
+        if self.text_a_field == self.text_b_field:
+            raise ValueError(f"text_b_field: {self.text_b_field!r} is the same field as text_a_field; "
+                             f"name two different fields")
+        if self.objective == "regression" and self.labels:
+            raise ValueError("labels: a regression objective predicts a number; remove labels")
+
+
+class SentencePair(TextLabelTask):
+    """A label (NLI, paraphrase) or a similarity score for a pair of texts."""
+
+    name = "sentence_pair"
+    description = "a label or a score for a pair of texts (NLI, paraphrase, similarity)"
+    Options = PairOptions
+    lower_is_better = ("loss", "perplexity", "mse")
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.regression = self.options.objective == "regression"
+        self.metric_names = self.options.metrics or DEFAULT_METRICS[self.options.objective]
+        # an instance attribute: the trainer reads task.default_metric
+        self.default_metric = "pearson" if self.regression else "accuracy"
+
+    # ----------------------------------------------------------------- data
+    def _text(self, record, name, where):
+        if name not in record:
+            key = "text_a_field" if name == self.options.text_a_field else "text_b_field"
+            raise DataError(f"{where}: missing text field {name!r}; record has: "
+                            f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{key})")
+        value = record[name]
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {name!r} must be text, got {value!r}")
+        return value
+
+    def _score(self, record, where, labelled):
+        """The gold score of a regression record (None when absent and not required)."""
+        value = record.get(self.options.label_field)
+        if value is None or value == "":
+            if labelled:
+                raise DataError(f"{where}: missing score field {self.options.label_field!r}; "
+                                f"record has: {', '.join(map(str, record)) or 'nothing'}")
+            return None
+        if label_text(value) in self.options.drop_labels:
+            return False
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            score = math.nan
+        if isinstance(value, bool) or not math.isfinite(score):
+            raise DataError(f"{where}: score {value!r} in field {self.options.label_field!r} is not a "
+                            f"finite number (objective: regression); add it to task_options.drop_labels to skip it")
+        return score
+
+    def example_from_record(self, record, where, labelled=True):
+        if self.regression:
+            label = self._score(record, where, labelled)
+            if label is False:
+                self._count_dropped(where)
+        else:
+            label = self._label(record, where, labelled)
+        if label is False:
+            return None
+        return {"text_a": self._text(record, self.options.text_a_field, where),
+                "text_b": self._text(record, self.options.text_b_field, where),
+                "label": label, "where": where}
+
+    def _count_dropped(self, where):
+        path = where.rsplit(":", 1)[0]
+        self.dropped[path] = self.dropped.get(path, 0) + 1
+
+    def record_from_text(self, line):
+        """A plain-text input line for ``taskbert predict`` holds ``text a<TAB>text b``."""
+        a, sep, b = line.partition("\t")
+        if not sep:
+            raise DataError(f"sentence_pair: a text input line needs two texts separated by a tab, "
+                            f"got {line[:60]!r}; or give a .jsonl/.csv/.tsv file")
+        return {self.options.text_a_field: a, self.options.text_b_field: b}
+
+    def setup(self, examples):
+        if not self.regression:
+            return super().setup(examples)
+        if "train" in examples and len({ex["label"] for ex in examples["train"]}) < 2:
+            raise DataError("data.train: all training scores are equal; regression needs varied scores")
+
+    def encode_all(self, examples, tokenizer, max_length):
+        # one batched call to the Rust tokenizer; 'longest_first' trims the longer text first
+        enc = tokenizer([ex["text_a"] for ex in examples], [ex["text_b"] for ex in examples],
+                        truncation="longest_first", max_length=max_length,
+                        return_attention_mask=False)
+        rows = []
+        for i, ex in enumerate(examples):
+            row = {"input_ids": enc["input_ids"][i], "example_index": i}
+            if "token_type_ids" in enc:
+                row["token_type_ids"] = enc["token_type_ids"][i]
+            if self.regression:
+                if ex["label"] is not None:   # no key at all: loss() then reports "no labels"
+                    row["label"] = float(ex["label"])
+            else:
+                row["label"] = self.label_id(ex["label"]) if ex["label"] is not None else -100
+            rows.append(row)
+        return rows
+
+    def encode(self, example, tokenizer, max_length):
+        rows = self.encode_all([example], tokenizer, max_length)
+        for row in rows:
+            row.pop("example_index")
+        return rows
+
+    # ---------------------------------------------------------------- model
+    def build_head(self, encoder):
+        if not self.regression:
+            return super().build_head(encoder)
+        labels, self.labels = self.labels, ["score"]   # one output unit
+        try:
+            return super().build_head(encoder)
+        finally:
+            self.labels = labels
+
+    def loss(self, out, batch):
+        if not self.regression:
+            return super().loss(out, batch)
+        return nn.functional.mse_loss(out["logits"].squeeze(-1).float(), batch["label"].float())
+
+    def collect(self, out, batch):
+        if not self.regression:
+            return super().collect(out, batch)
+        return out["logits"].squeeze(-1).float().cpu().tolist()
+
+    def decode(self, results, rows, examples):
+        if not self.regression:
+            return super().decode(results, rows, examples)
+        scores = [None] * len(examples)
+        for row, value in zip(rows, results):
+            scores[row["example_index"]] = value
+        return [{"score": round(s, 6)} for s in scores]
+
+    def score(self, predictions, examples):
+        from taskbert.plugins import registries
+
+        metrics = registries().metrics
+        key = "score" if self.regression else "label"
+        golds = [ex["label"] for ex in examples]
+        preds = [p[key] for p in predictions]
+        out = {}
+        for name in self.metric_names:
+            fn = metrics.get(name, where="task_options.metrics")
+            with warnings.catch_warnings():   # scipy warns on constant input; handled below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                value = fn(golds, preds)
+            # a constant prediction has no correlation (NaN); NaN would never compare as an
+            # improvement and would freeze best-model selection, so it counts as 0
+            out[name] = value if math.isfinite(value) else 0.0
+        return out
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        return {"labels": self.labels, "objective": self.options.objective}
+
+    def hf_config(self):
+        if not self.regression:
+            return super().hf_config()
+        return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "num_labels": 1,
+                "problem_type": "regression"}
+
+
+@hookimpl
+def taskbert_register_tasks(register):
+    register(SentencePair)

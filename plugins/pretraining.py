@@ -1,0 +1,352 @@
+"""``pretraining``: BERT's masked LM (80/10/10) and next-sentence prediction on raw text.
+
+Continued pretraining adapts a pretrained encoder to a domain; with
+``task_options.scratch`` a BERT of the given size is trained from scratch on a WordPiece
+vocabulary learnt from the corpus. The head is ``BertPreTrainingHeads`` (or the MLM half
+alone) with the decoder tied to the word embeddings, named as in ``BertForPreTraining``,
+so a run's ``best/`` loads with plain transformers and as ``encoder.model`` of a later
+fine-tuning spec.
+
+Data flow: the ``documents`` reader yields byte ranges of documents (examples hold no
+text); ``encode_all`` builds or reuses memory-mapped shards of A/B instances with static
+masks (:mod:`.pretraining_data`) and returns light rows (a view into the token memmap and
+four integers). ``forward`` derives token types from ``a_len`` and applies the stored
+masks, or in ``dynamic`` mode draws fresh ones per training batch; evaluation always uses
+the stored masks, so held-out figures are comparable from one evaluation to the next.
+"""
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskbert import DataError, SpecError, Task, hookimpl
+
+from .pretraining_data import BuildConfig, build, open_shards
+from .pretraining_masking import apply_masks, choose_masks, vocab_tables
+from .pretraining_text import read_documents
+from .wordpiece import scratch_encoder, scratch_tokenizer, vocab_command
+
+
+@dataclass(frozen=True)
+class ScratchOptions:
+    """``task_options.scratch``: the size of a BERT trained from scratch and its vocabulary."""
+
+    layers: int = field(default=4, metadata={"min": 1, "help": "transformer layers"})
+    hidden: int = field(default=256, metadata={"min": 8, "help": "hidden size"})
+    heads: int = field(default=4, metadata={"min": 1, "help": "attention heads (divide hidden)"})
+    intermediate: Optional[int] = field(default=None, metadata={"min": 1, "help": "feed-forward size; default 4 x hidden"})
+    max_positions: int = field(default=512, metadata={"min": 8})
+    dropout: float = field(default=0.1, metadata={"min": 0, "max": 1})
+    vocab_size: int = field(default=30522, metadata={"min": 10, "help": "WordPiece vocabulary to learn"})
+    min_frequency: int = field(default=2, metadata={"min": 1})
+    lowercase: bool = True
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"scratch.heads: {self.heads} does not divide scratch.hidden {self.hidden}")
+
+
+@dataclass(frozen=True)
+class PretrainingOptions:
+    """Options of the ``pretraining`` task."""
+
+    nsp: bool = field(default=True, metadata={"help": "next-sentence prediction besides masked LM"})
+    masking: Literal["dynamic", "static"] = field(default="dynamic", metadata={
+        "help": "static: masks drawn once into the data; dynamic: drawn per training batch"})
+    mask_prob: float = field(default=0.15, metadata={"gt": 0, "max": 1, "help": "share of tokens chosen"})
+    mask_share: float = field(default=0.8, metadata={"min": 0, "max": 1, "help": "chosen -> [MASK]"})
+    random_share: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "chosen -> random token"})
+    whole_word_masking: bool = False
+    max_predictions_per_seq: Optional[int] = field(default=None, metadata={
+        "min": 1, "help": "cap on chosen tokens per sequence; default ceil(max_length * mask_prob)"})
+    short_seq_prob: float = field(default=0.1, metadata={"min": 0, "max": 1,
+        "help": "share of instances given a random shorter target length"})
+    dupe_factor: int = field(default=1, metadata={"min": 1,
+        "help": "copies of the training text, each with other pairs and masks"})
+    sentence_split: Literal["regex", "lines"] = field(default="regex", metadata={
+        "help": "regex: split lines at sentence ends; lines: each line is one sentence"})
+    text_field: str = field(default="text", metadata={"help": "record field with the text (jsonl/csv input)"})
+    data_seed: int = field(default=12345, metadata={"help": "seed of pairing and static masks"})
+    cache_dir: Optional[str] = field(default=None, metadata={"path": True,
+        "help": "where shards and vocabularies are kept; default ~/.cache/taskbert/pretraining"})
+    shard_size: int = field(default=100_000, metadata={"min": 1, "help": "instances per shard"})
+    eval_before_training: bool = field(default=True, metadata={
+        "help": "evaluate on validation at step 0, so metrics.jsonl has the starting figures"})
+    scratch: Optional[ScratchOptions] = field(default=None, metadata={
+        "help": "train a new BERT of this size (and a WordPiece vocabulary) instead of encoder.model"})
+
+    def __post_init__(self):
+        if self.mask_share + self.random_share > 1:
+            raise ValueError(f"mask_share + random_share is {self.mask_share + self.random_share}; "
+                             f"must be <= 1 (the rest of the chosen tokens stay)")
+
+
+def default_cache_dir():
+    """``$XDG_CACHE_HOME/taskbert/pretraining`` (``~/.cache`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "taskbert", "pretraining")
+
+
+def init_bert_weights(module, std):
+    """BERT's initialisation: normal(0, std) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class PretrainingHead(nn.Module):
+    """``cls``: BERT's pretraining heads, named as in ``BertForPreTraining`` (or
+    ``BertForMaskedLM`` without NSP); the decoder shares the word-embedding matrix and its
+    bias is ``cls.predictions.bias``."""
+
+    def __init__(self, config, nsp, embeddings):
+        from transformers.models.bert.modeling_bert import BertOnlyMLMHead, BertPreTrainingHeads
+
+        super().__init__()
+        self.nsp = nsp
+        self.cls = BertPreTrainingHeads(config) if nsp else BertOnlyMLMHead(config)
+        init_bert_weights(self.cls, getattr(config, "initializer_range", 0.02))
+        nn.init.zeros_(self.cls.predictions.bias)
+        # tie after initialising: the decoder weight IS the embedding matrix (stored once)
+        self.cls.predictions.decoder.weight = embeddings.weight
+        self.cls.predictions.decoder.bias = self.cls.predictions.bias
+
+    def forward(self, encoder_out, targets):
+        hidden = encoder_out.last_hidden_state          # (batch, seq, hidden)
+        labels = targets["mlm_labels"]                  # (batch, seq), -100 = not predicted
+        picked = labels != -100
+        # the decoder (hidden x vocab) costs as much as the whole encoder when run on every
+        # position; scoring only the ~15% chosen positions gives the same loss
+        out = {"mlm_logits": self.cls.predictions(hidden[picked]),   # (chosen, vocab)
+               "mlm_labels": labels[picked], "mlm_rows": picked.nonzero()[:, 0],
+               "rows": labels.size(0)}
+        if self.nsp:
+            pooled = getattr(encoder_out, "pooler_output", None)
+            if pooled is None:
+                pooled = hidden[:, 0]
+            out["nsp_logits"] = self.cls.seq_relationship(pooled)    # (batch, 2)
+            out["nsp_labels"] = targets["nsp_label"]
+        return out
+
+
+class Pretraining(Task):
+    """Masked LM + next-sentence prediction on documents of raw text."""
+
+    name = "pretraining"
+    description = "masked LM (80/10/10) + next-sentence prediction on raw text; continued or from scratch"
+    Options = PretrainingOptions
+    default_metric = "perplexity"
+    pad_fields = {}
+    default_format = "documents"
+    hf_architecture = "BertForPreTraining"
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.hf_architecture = "BertForPreTraining" if self.options.nsp else "BertForMaskedLM"
+        self._split_of = {}
+        self._stores = []      # memory-mapped shards; rows point in here by (store, item)
+        self._vocab_size = None
+        self.tables = None
+
+    # ------------------------------------------------------------------ data
+    def example_from_record(self, record, where, labelled=True):
+        if "span" in record:   # reader "documents": keep the byte range, not the text
+            example = {"where": where, "path": record["path"], "span": tuple(record["span"])}
+            if record.get("encoding", "utf-8") != "utf-8":
+                example["encoding"] = record["encoding"]
+            return example
+        text = record.get(self.options.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field {self.options.text_field!r} must hold the document text, "
+                            f"got {text!r} (set task_options.text_field)")
+        return {"where": where, "text": text} if text.strip() else None
+
+    def record_from_text(self, line):
+        return {self.options.text_field: line}
+
+    def setup(self, examples):
+        # encode_all gets one split's list; remember which, to apply dupe_factor to train only
+        self._split_of = {id(exs): split for split, exs in examples.items()}
+        if self.options.nsp:
+            for split, exs in examples.items():
+                if len(exs) < 2:
+                    raise DataError(f"data.{split}: next-sentence prediction needs at least 2 documents, "
+                                    f"found {len(exs)} in {exs[0]['where'].rsplit(':', 1)[0]}; "
+                                    f"add documents or set task_options.nsp: false")
+
+    def build_config(self, max_length, train=True):
+        """The :class:`BuildConfig` for one split (``dupe_factor`` applies to train only)."""
+        o = self.options
+        return BuildConfig(
+            max_length=max_length, nsp=o.nsp, short_seq_prob=o.short_seq_prob,
+            dupe_factor=o.dupe_factor if train else 1, mask_prob=o.mask_prob,
+            max_predictions=o.max_predictions_per_seq or math.ceil(max_length * o.mask_prob),
+            whole_word=o.whole_word_masking, mask_share=o.mask_share, random_share=o.random_share,
+            sentence_split=o.sentence_split, seed=o.data_seed, shard_size=o.shard_size)
+
+    def cache_dir(self):
+        """Folder of the shard caches and trained vocabularies."""
+        return self.options.cache_dir or default_cache_dir()
+
+    def encode_all(self, examples, tokenizer, max_length):
+        if tokenizer.mask_token_id is None:
+            raise SpecError("encoder: the tokenizer has no mask token; masked LM needs one")
+        self.tables = vocab_tables(tokenizer, self._vocab_size or len(tokenizer))
+        split = self._split_of.get(id(examples))
+        where = examples[0]["where"].rsplit(":", 1)[0] if examples else "data"
+        folder, built = build(examples, tokenizer, self.tables,
+                              self.build_config(max_length, train=split == "train"),
+                              self.cache_dir(), where)
+        meta, shards = open_shards(folder)
+        if not meta["instances"]:
+            raise DataError(f"{where}: gave no pretraining instances (do the documents hold text?)")
+        print(f"pretraining data ({split or 'input'}): {meta['instances']} instances from "
+              f"{meta['documents']} documents, {'built' if built else 'reused'} {folder}", file=sys.stderr)
+        rows = []
+        for shard in shards:
+            store = len(self._stores)
+            self._stores.append(shard)
+            tokens = shard["tokens"]
+            for item, (off, n, a_len, label, doc_a, _) in enumerate(shard["index"].tolist()):
+                rows.append({"input_ids": tokens[off:off + n], "a_len": a_len, "nsp_label": label,
+                             "store": store, "item": item, "example_index": doc_a})
+        return rows
+
+    # ----------------------------------------------------------------- model
+    def build_head(self, encoder):
+        config = encoder.config
+        self._vocab_size = config.vocab_size
+        if getattr(config, "model_type", "bert") != "bert":
+            self.hf_architecture = None   # BERT-named heads: no *ForPreTraining of that type loads them
+        return PretrainingHead(config, self.options.nsp, encoder.get_input_embeddings())
+
+    def _static_masks(self, batch):
+        out = []
+        for store, item in zip(batch["store"].tolist(), batch["item"].tolist()):
+            pos = np.asarray(self._stores[store]["mlm_pos"][item], dtype=np.int64)
+            keep = pos >= 0
+            out.append((pos[keep], np.asarray(self._stores[store]["mlm_ids"][item], dtype=np.int64)[keep]))
+        return out
+
+    def _dynamic_masks(self, input_ids, attention_mask):
+        # a NumPy generator seeded from torch's RNG: train.seed fixes it, checkpoints replay it
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        o = self.options
+        cap = o.max_predictions_per_seq or math.ceil(input_ids.size(1) * o.mask_prob)
+        ids, lengths = input_ids.cpu().numpy(), attention_mask.sum(1).tolist()
+        return [choose_masks(ids[i, :n], rng, self.tables, o.mask_prob, cap, o.whole_word_masking,
+                             o.mask_share, o.random_share) for i, n in enumerate(lengths)]
+
+    def forward(self, encoder, head, batch):
+        ids, attention = batch["input_ids"], batch["attention_mask"]   # (batch, seq)
+        positions = torch.arange(ids.size(1), device=ids.device)
+        token_types = ((positions[None, :] >= batch["a_len"][:, None]) & attention.bool()).long()
+        if head.training and self.options.masking == "dynamic":
+            masks = self._dynamic_masks(ids, attention)
+        else:
+            masks = self._static_masks(batch)
+        inputs, labels = apply_masks(ids, masks)
+        out = encoder(input_ids=inputs, attention_mask=attention, token_type_ids=token_types)
+        return head(out, {"mlm_labels": labels, "nsp_label": batch["nsp_label"]})
+
+    def loss(self, out, batch):
+        if out["mlm_labels"].numel():
+            loss = nn.functional.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"])
+        else:
+            loss = out["mlm_logits"].sum() * 0.0
+        if "nsp_logits" in out:
+            loss = loss + nn.functional.cross_entropy(out["nsp_logits"].float(), out["nsp_labels"])
+        return loss
+
+    # --------------------------------------------------------------- outputs
+    def collect(self, out, batch):
+        n = out["rows"]
+        logits, labels, rows = out["mlm_logits"].float(), out["mlm_labels"], out["mlm_rows"]
+        token_loss = nn.functional.cross_entropy(logits, labels, reduction="none")
+        zeros = torch.zeros(n, dtype=torch.float, device=logits.device)
+        masked = zeros.index_add(0, rows, torch.ones_like(token_loss)).tolist()
+        correct = zeros.index_add(0, rows, (logits.argmax(-1) == labels).float()).tolist()
+        loss_sum = zeros.index_add(0, rows, token_loss).tolist()
+        nsp = [None] * n
+        if "nsp_logits" in out:
+            nsp = (out["nsp_logits"].argmax(-1) == out["nsp_labels"]).tolist()
+        return [{"masked": int(masked[i]), "correct": int(correct[i]), "loss": loss_sum[i], "nsp": nsp[i]}
+                for i in range(n)]
+
+    def decode(self, results, rows, examples):
+        docs = [{"document": ex["where"], "instances": 0, "masked_tokens": 0, "mlm_correct": 0,
+                 "mlm_loss_sum": 0.0, "nsp_pairs": 0, "nsp_correct": 0} for ex in examples]
+        for row, res in zip(rows, results):
+            d = docs[row["example_index"]]
+            d["instances"] += 1
+            d["masked_tokens"] += res["masked"]
+            d["mlm_correct"] += res["correct"]
+            d["mlm_loss_sum"] += res["loss"]
+            if res["nsp"] is not None:
+                d["nsp_pairs"] += 1
+                d["nsp_correct"] += int(res["nsp"])
+        for d in docs:
+            d["mlm_accuracy"] = round(d["mlm_correct"] / d["masked_tokens"], 6) if d["masked_tokens"] else None
+            d["mlm_loss_sum"] = round(d["mlm_loss_sum"], 6)
+        return docs
+
+    def score(self, predictions, examples):
+        masked = sum(p["masked_tokens"] for p in predictions)
+        if not masked:
+            return {}
+        metrics = {"mlm_accuracy": sum(p["mlm_correct"] for p in predictions) / masked,
+                   "perplexity": math.exp(min(50.0, sum(p["mlm_loss_sum"] for p in predictions) / masked))}
+        pairs = sum(p["nsp_pairs"] for p in predictions)
+        if pairs:
+            metrics["nsp_accuracy"] = sum(p["nsp_correct"] for p in predictions) / pairs
+        return metrics
+
+
+@hookimpl
+def taskbert_register_tasks(register):
+    register(Pretraining)
+
+
+@hookimpl
+def taskbert_register_readers(register):
+    register("documents", read_documents)
+
+
+@hookimpl
+def taskbert_register_commands(cli):
+    cli.add_command(vocab_command)
+
+
+@hookimpl
+def taskbert_load_encoder(spec):
+    """A fresh BERT and a trained WordPiece tokenizer when ``task_options.scratch`` is set;
+    None otherwise (the built-in loader then loads ``encoder.model``)."""
+    options = spec.options
+    if not isinstance(options, PretrainingOptions) or options.scratch is None:
+        return None
+    tokenizer = scratch_tokenizer(spec, options.cache_dir or default_cache_dir())
+    return scratch_encoder(spec, tokenizer), tokenizer
+
+
+@hookimpl
+def taskbert_train_start(trainer):
+    """Evaluate before the first step so the starting perplexity is on record (step 0)."""
+    task = trainer.task
+    if not isinstance(task, Pretraining) or not task.options.eval_before_training \
+            or trainer.step or "validation" not in trainer.rows:
+        return
+    _, metrics = trainer.evaluate("validation")
+    trainer.model.train()
+    metrics.update(epoch=0, step=0)
+    trainer._record(metrics)   # metrics.jsonl and the logger hook, like every evaluation

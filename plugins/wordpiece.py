@@ -1,0 +1,130 @@
+"""A WordPiece vocabulary trained from a corpus, and a fresh BERT to pretrain from scratch.
+
+The vocabulary is learnt by the ``tokenizers`` library's WordPiece trainer (BERT's
+normalizer and pre-tokenizer) and wrapped in transformers' ``BertTokenizer``, so the
+saved folder loads with ``AutoTokenizer.from_pretrained``. ``taskbert vocab`` exposes it
+on the command line.
+"""
+
+import hashlib
+import json
+import os
+
+import click
+
+from taskbert import DataError, SpecError
+
+from .pretraining_text import read_documents
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts, vocab_size=30522, min_frequency=2, lowercase=True,
+                    limit_alphabet=1000, model_max_length=512):
+    """Train a BERT WordPiece tokenizer on an iterator of strings; return a
+    transformers ``BertTokenizer`` (fast) whose vocabulary starts with the special tokens."""
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    trainer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=None, clean_text=True,
+                                     handle_chinese_chars=True)
+    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
+                                limit_alphabet=limit_alphabet, special_tokens=SPECIAL_TOKENS,
+                                show_progress=False)
+    vocab = trainer.get_vocab()
+    if len(vocab) <= len(SPECIAL_TOKENS):
+        raise DataError("vocab: the corpus gave no word pieces; is it empty?")
+    # BertTokenizer builds BERT's normalizer, pre-tokenizer and [CLS]/[SEP] template
+    # around the learnt vocabulary, the same pipeline the trainer used
+    return BertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=model_max_length)
+
+
+def corpus_lines(paths, layout="auto", limit=None):
+    """Yield the non-blank lines of the documents in ``paths`` (the first ``limit``
+    documents of each file when set), streaming from disk."""
+    for path in paths:
+        for n, (_, record) in enumerate(read_documents(path, {"layout": layout})):
+            if limit is not None and n >= limit:
+                break
+            yield from (line for line in record["text"].splitlines() if line.strip())
+
+
+def vocab_folder(cache_dir, paths, limit, scratch, layout):
+    """Where a vocabulary for these files and settings is kept (a content hash)."""
+    from .pretraining_data import _file_sha
+
+    key = json.dumps({"files": [_file_sha(p) for p in paths], "limit": limit, "layout": layout,
+                      "vocab_size": scratch.vocab_size, "min_frequency": scratch.min_frequency,
+                      "lowercase": scratch.lowercase, "max_positions": scratch.max_positions},
+                     sort_keys=True)
+    return os.path.join(cache_dir, "vocab-" + hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def scratch_tokenizer(spec, cache_dir):
+    """The tokenizer for a from-scratch run: ``encoder.tokenizer`` when the spec names one,
+    else a vocabulary trained on ``data.train`` (once; reused from ``cache_dir``)."""
+    from transformers import AutoTokenizer
+
+    from taskbert.encoder import check_encoder, load_tokenizer
+
+    if spec.encoder.tokenizer:
+        _, tok = check_encoder(spec)
+        return load_tokenizer(tok, spec.encoder)
+    scratch = spec.options.scratch
+    layout = dict(spec.data.reader_options).get("layout", "auto")
+    limit = spec.data.limit.train
+    folder = vocab_folder(cache_dir, [spec.data.train], limit, scratch, layout)
+    if not os.path.exists(os.path.join(folder, "tokenizer.json")):
+        tokenizer = train_wordpiece(corpus_lines([spec.data.train], layout, limit), scratch.vocab_size,
+                                    scratch.min_frequency, scratch.lowercase,
+                                    model_max_length=scratch.max_positions)
+        from taskbert.checkpoint import new_temp_folder, swap_in
+
+        tmp = new_temp_folder(folder)
+        tokenizer.save_pretrained(tmp)
+        swap_in(tmp, folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def scratch_encoder(spec, tokenizer):
+    """A randomly initialised ``BertModel`` of the size in ``task_options.scratch``."""
+    from transformers import BertConfig, BertModel
+
+    s = spec.options.scratch
+    if spec.encoder.max_length > s.max_positions:
+        raise SpecError(f"{spec.path}: encoder.max_length: {spec.encoder.max_length} exceeds "
+                        f"task_options.scratch.max_positions {s.max_positions}; raise max_positions "
+                        f"or lower max_length")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=s.hidden, num_hidden_layers=s.layers,
+                        num_attention_heads=s.heads, intermediate_size=s.intermediate or 4 * s.hidden,
+                        max_position_embeddings=s.max_positions, type_vocab_size=2,
+                        hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+                        pad_token_id=tokenizer.pad_token_id)
+    return BertModel(config)
+
+
+@click.command("vocab")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="folder to write (AutoTokenizer.from_pretrained loads it)")
+@click.option("--vocab-size", default=30522, show_default=True, type=click.IntRange(min=10))
+@click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--cased", is_flag=True, help="keep case and accents (default: lowercase, as uncased BERT)")
+@click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", "blank_line", "line"]),
+              help="documents separated by blank lines, or one per line")
+@click.option("--limit", type=click.IntRange(min=1), help="only the first N documents of each file")
+def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit):
+    """Train a WordPiece vocabulary on text FILES and save a tokenizer folder."""
+    from taskbert.cli import friendly
+    from taskbert.checkpoint import new_temp_folder, swap_in
+
+    @friendly
+    def run():
+        tokenizer = train_wordpiece(corpus_lines(files, layout, limit), vocab_size, min_frequency,
+                                    lowercase=not cased)
+        tmp = new_temp_folder(output)
+        tokenizer.save_pretrained(tmp)
+        swap_in(tmp, output)
+        click.echo(f"wrote a {len(tokenizer)}-token WordPiece vocabulary to {output}")
+
+    run()

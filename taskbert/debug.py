@@ -1,0 +1,160 @@
+"""``taskbert debug data SPEC``: what the data looks like to the model, before training.
+
+Loads the spec's splits and only the tokenizer (no weights), then reports per split:
+
+* what ``encoder.max_length`` cuts (``Task.truncation``: examples by default; word- and
+  span-level tasks count words or answers);
+* the distribution of the gold labels (``Task.label_list``: one label per example, or one
+  per word), and labels in validation/test that train never has;
+* invalid BIO sequences in per-word labels (an ``I-X`` that does not follow ``B-X`` or
+  ``I-X``), when the labels use B-/I- prefixes;
+* validation/test examples whose model input (token ids, untruncated) equals a training
+  example's, split into those with the same gold and those with a different one.
+
+A problem the task's ``setup`` raises (e.g. an unseen label) is reported, not fatal.
+"""
+
+from collections import Counter
+
+from .data import choose_format, read_examples
+from .encoder import check_encoder, load_tokenizer
+from .errors import TaskbertError
+from .plugins import registries
+
+UNLIMITED = 1_000_000  # "no max_length": longer than any real input
+SHOWN = 5              # locations listed per finding
+
+
+def _where(example, split, i):
+    return example.get("where") if isinstance(example, dict) and example.get("where") else f"{split}[{i}]"
+
+
+def bio_errors(tags):
+    """Positions ``(i, previous, tag)`` where an ``I-X`` tag follows neither ``B-X`` nor
+    ``I-X`` (IOB2: every entity opens with B-)."""
+    out, previous = [], "O"
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            out.append((i, previous, tag))
+        previous = tag if tag[:2] in ("B-", "I-") else "O"
+    return out
+
+
+def _input_keys(task, examples, tokenizer):
+    """One hashable key per example: the token ids (and segment ids) of all its rows at
+    an unlimited length, i.e. what the model would read."""
+    keys = [[] for _ in examples]
+    for row in task.encode_all(examples, tokenizer, UNLIMITED):
+        keys[row["example_index"]].append((tuple(row["input_ids"]), tuple(row.get("token_type_ids") or ())))
+    return [tuple(k) for k in keys]
+
+
+def debug_data(spec):
+    """The findings as a dict (see ``format_report`` for the text form)."""
+    regs = registries()
+    task = regs.tasks.get(spec.task)(spec.options)
+    _, tok_path = check_encoder(spec)
+    examples = {}
+    for split, path in spec.data.splits().items():
+        fmt = choose_format(path, spec.data.format, task, regs.readers)
+        examples[split] = read_examples(path, fmt, task, regs.readers, spec.data.reader_options,
+                                        limit=getattr(spec.data.limit, split), key=f"data.{split}")
+    report = {"spec": spec.path, "task": spec.task, "max_length": spec.encoder.max_length,
+              "splits": {}, "problems": []}
+    try:
+        task.setup(examples)
+    except TaskbertError as exc:
+        report["problems"].append(str(exc))
+    tokenizer = load_tokenizer(tok_path, spec.encoder)
+    labels = {}
+    for split, exs in examples.items():
+        info = {"examples": len(exs)}
+        try:
+            info["truncation"] = {unit: {"cut": cut, "total": total}
+                                  for unit, (cut, total) in task.truncation(exs, tokenizer,
+                                                                            spec.encoder.max_length).items()}
+        except Exception as exc:  # a task that cannot encode here must not hide the rest
+            report["problems"].append(f"{split}: truncation not measured: {type(exc).__name__}: {exc}")
+        per_example = [task.label_list(ex) for ex in exs]
+        counts = Counter(lab for labs in per_example if labs for lab in labs)
+        if counts:
+            labels[split] = counts
+            info["labels"] = dict(counts.most_common())
+            sequences = [(i, labs) for i, labs in enumerate(per_example) if labs]
+            if any(lab[:2] in ("B-", "I-") for lab in counts):
+                bad = [(i, errs) for i, labs in sequences if (errs := bio_errors(labs))]
+                info["invalid_bio"] = {
+                    "sequences": len(bad), "transitions": sum(len(e) for _, e in bad),
+                    "first": [f"{_where(exs[i], split, i)}: tag {e[0][0] + 1} {e[0][2]} after {e[0][1]}"
+                              for i, e in bad[:SHOWN]]}
+        report["splits"][split] = info
+    for split, counts in labels.items():
+        if split != "train" and "train" in labels:
+            unseen = {lab: n for lab, n in counts.items() if lab not in labels["train"]}
+            report["splits"][split]["unseen_in_train"] = unseen
+    if "train" in examples:
+        try:
+            _duplicates(task, examples, tokenizer, report)
+        except Exception as exc:
+            report["problems"].append(f"duplicates not checked: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _duplicates(task, examples, tokenizer, report):
+    train = examples["train"]
+    seen = {}
+    for i, key in enumerate(_input_keys(task, train, tokenizer)):
+        seen.setdefault(key, i)
+    for split, exs in examples.items():
+        if split == "train":
+            continue
+        same, differ, first = 0, 0, []
+        for i, key in enumerate(_input_keys(task, exs, tokenizer)):
+            if key not in seen:
+                continue
+            j = seen[key]
+            if task.gold(exs[i]) == task.gold(train[j]):
+                same += 1
+            else:
+                differ += 1
+            if len(first) < SHOWN:
+                first.append(f"{_where(exs[i], split, i)} = {_where(train[j], 'train', j)}")
+        report["splits"][split]["duplicates_of_train"] = {
+            "same_gold": same, "different_gold": differ, "first": first}
+
+
+def _share(part, whole):
+    return f"{part} of {whole} ({part / whole:.1%})" if whole else "0"
+
+
+def format_report(report, top=15):
+    """The human-readable text of a ``debug_data`` result."""
+    out = [f"{report['spec']}: task {report['task']}, encoder.max_length {report['max_length']}"]
+    for split, info in report["splits"].items():
+        out.append(f"{split}: {info['examples']} examples")
+        for unit, t in (info.get("truncation") or {}).items():
+            out.append(f"  {unit} cut by max_length: {_share(t['cut'], t['total'])}")
+        if "labels" in info:
+            total = sum(info["labels"].values())
+            shown = list(info["labels"].items())[:top]
+            more = len(info["labels"]) - len(shown)
+            out.append(f"  labels ({len(info['labels'])}): " + ", ".join(
+                f"{lab} {n} ({n / total:.1%})" for lab, n in shown) + (f", ... {more} more" if more > 0 else ""))
+        if info.get("unseen_in_train"):
+            unseen = info["unseen_in_train"]
+            out.append(f"  labels unseen in train ({len(unseen)}): " + ", ".join(
+                f"{lab} {n}" for lab, n in list(unseen.items())[:top]))
+        elif "unseen_in_train" in info:
+            out.append("  labels unseen in train: none")
+        if "invalid_bio" in info:
+            bio = info["invalid_bio"]
+            out.append(f"  invalid BIO: {bio['transitions']} I- tags in {bio['sequences']} sequences"
+                       + (" e.g. " + "; ".join(bio["first"]) if bio["first"] else ""))
+        if "duplicates_of_train" in info:
+            d = info["duplicates_of_train"]
+            n = d["same_gold"] + d["different_gold"]
+            out.append(f"  duplicates of train examples: {n} ({d['same_gold']} same gold, "
+                       f"{d['different_gold']} different gold)" + (" e.g. " + "; ".join(d["first"]) if n else ""))
+    for problem in report["problems"]:
+        out.append(f"problem: {problem}")
+    return "\n".join(out)

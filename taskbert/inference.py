@@ -1,0 +1,45 @@
+"""Running a model over feature rows: length-sorted batches, dynamic padding, results
+put back in row order; shared out across the processes of a distributed run."""
+
+import torch
+from tqdm.auto import tqdm
+
+from .batching import collate, eval_batches, to_device
+
+
+def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting",
+                  world=None):
+    """Run ``model`` over ``rows`` in length-sorted batches; return (per-row results in
+    row order, mean loss or None). With a distributed ``world`` each rank runs every W-th
+    batch and the results are gathered by row index, so no row is run or counted twice."""
+    results = [None] * len(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    batches = eval_batches(lengths, batch_size)
+    shared = world is not None and world.enabled
+    if shared:
+        batches = batches[world.rank::world.world]
+    total_loss, n_loss = 0.0, 0
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                        disable=None if world is None or world.is_main else True):
+            batch = to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields), device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(batch)
+                try:
+                    loss = task.loss(out, batch)
+                except (KeyError, TypeError):
+                    loss = None
+            if loss is not None and torch.isfinite(loss):
+                total_loss += loss.item() * len(idx)
+                n_loss += len(idx)
+            for i, res in zip(idx, task.collect(out, batch)):
+                results[i] = res
+    if shared:
+        parts = world.gather(([(i, results[i]) for idx in batches for i in idx], total_loss, n_loss))
+        total_loss, n_loss = 0.0, 0
+        for pairs, part_loss, part_n in parts:
+            for i, res in pairs:
+                results[i] = res
+            total_loss += part_loss
+            n_loss += part_n
+    return results, (total_loss / n_loss if n_loss else None)

@@ -1,0 +1,104 @@
+"""Data parallelism: ``torchrun --nproc_per_node 2 -m taskbert run`` on CPU (gloo) trains
+the same model as one process with the same global batch, and only rank 0 writes.
+
+Tolerance: the two runs differ only in the order of float32 sums (DDP adds the ranks'
+gradients, one process adds the rows' gradients). After 62 AdamW steps every weight agrees
+within 1e-4 (measured: 3e-5) and every logged number within 1e-4 (measured: 4e-7), except
+the attention key biases: softmax ignores them, so their exact gradient is zero and what
+is left is rounding noise, which Adam scales up to lr-sized steps of either sign in both
+runs alike. They are left out of the weight comparison; the outputs do not depend on them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from taskbert.distributed import World
+from taskbert.run import execute
+from taskbert.spec import load_spec
+from taskbert.testing import write_polarity_data
+from taskbert.trainer import TIMING_FIELDS
+
+
+def write_spec(folder, tiny_encoder, data):
+    """241 training rows in global batches of 8: the last batch has one row, so rank 1
+    gets none of it; 37 validation rows in evaluation batches of 8 (5 batches: 3 + 2)."""
+    os.makedirs(folder, exist_ok=True)
+    spec = {"task": "sentence_classification",
+            "encoder": {"model": tiny_encoder, "max_length": 32},
+            "data": {"train": data[0], "validation": data[1]},
+            "task_options": {"dropout": 0.0},  # ranks draw their own dropout masks
+            "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 1e-2, "log_every": 5,
+                      "eval_every": 10, "seed": 7, "threads": 1, "loggers": []},
+            "output": os.path.join(folder, "run")}
+    path = os.path.join(folder, "spec.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(spec, fh)
+    return path
+
+
+def records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
+        return [{k: v for k, v in json.loads(ln).items() if k not in TIMING_FIELDS} for ln in fh if ln.strip()]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_encoder):
+    data = (write_polarity_data(tmp_path / "train.jsonl", 241, 3),
+            write_polarity_data(tmp_path / "dev.jsonl", 37, 4))
+    one = load_spec(write_spec(str(tmp_path / "one"), tiny_encoder, data))
+    final_one = execute(one)
+    assert final_one["validation/accuracy"] > 0.8  # it learns (chance is about 0.5)
+
+    two = write_spec(str(tmp_path / "two"), tiny_encoder, data)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "taskbert", "run", two],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_two = os.path.join(os.path.dirname(two), "run")
+
+    w1 = load_file(os.path.join(one.output, "best", "model.safetensors"))
+    w2 = load_file(os.path.join(run_two, "best", "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    compared = [k for k in w1 if not k.endswith("attention.self.key.bias")]
+    assert len(compared) > 0.9 * len(w1)
+    worst = max(((w1[k] - w2[k]).abs().max().item(), k) for k in compared)
+    assert worst[0] < 1e-4, worst
+
+    r1, r2 = records(one.output), records(run_two)
+    assert len(r1) == len(r2)  # rank 1 wrote no lines of its own
+    for a, b in zip(r1, r2):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], float):
+                assert b[k] == pytest.approx(a[k], abs=1e-4), (k, a, b)
+            else:
+                assert a[k] == b[k], (k, a, b)
+
+    # evaluation gathered every row once: nothing padded, nothing counted twice
+    with open(os.path.join(run_two, "predictions.jsonl"), encoding="utf-8") as fh:
+        preds = [json.loads(ln) for ln in fh]
+    assert sorted(p["index"] for p in preds) == list(range(37))
+    assert sorted(os.listdir(run_two)) == sorted(os.listdir(one.output))
+    assert not [f for f in os.listdir(run_two) if f.startswith(".")]
+    with open(os.path.join(run_two, "manifest.json"), encoding="utf-8") as fh:
+        assert json.load(fh)["processes"] == 2
+
+
+def test_batches_are_dealt_out_row_by_row():
+    batch = [10, 11, 12, 13, 14]
+    assert World(0, 2).shard(batch) == [10, 12, 14]
+    assert World(1, 2).shard(batch) == [11, 13]
+    assert World(2, 3).shard([1, 2]) == []  # such a rank runs one row with weight 0
+    assert World().shard(batch) == batch and not World().enabled and World().is_main
+    # weights n_r * W / n: DDP's mean over ranks of weighted rank means is the batch mean
+    losses = [0.3, 0.9, 0.6, 0.2, 0.5]
+    mean_over_ranks = sum(
+        (len(s) * 2 / len(batch)) * (sum(losses[batch.index(i)] for i in s) / len(s))
+        for s in (World(0, 2).shard(batch), World(1, 2).shard(batch))) / 2
+    assert mean_over_ranks == pytest.approx(sum(losses) / len(losses))

@@ -1,0 +1,61 @@
+"""The WordPiece vocabulary trainer and ``taskbert vocab``: saved folders load with
+AutoTokenizer and round-trip text."""
+
+import os
+
+from click.testing import CliRunner
+from transformers import AutoTokenizer
+
+from taskbert.cli import cli
+from taskbert.plugins import get_plugin_manager
+from taskbert_plugins.wordpiece import SPECIAL_TOKENS, train_wordpiece
+from test_pretraining_text import documents, write_corpus
+
+TEXTS = ["the quick brown fox jumps over the lazy dog",
+         "a lazy dog sleeps while the quick fox runs",
+         "foxes and dogs are quick or lazy"] * 20
+
+
+def test_trained_vocab_round_trips_text(tmp_path):
+    tok = train_wordpiece(iter(TEXTS), vocab_size=200, min_frequency=1)
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.convert_ids_to_tokens(list(range(5))) == SPECIAL_TOKENS
+    assert loaded.mask_token_id == 4 and loaded.pad_token_id == 0
+    for text in ["the quick brown fox", "dogs jump over foxes", "The LAZY Fox"]:
+        ids = loaded(text)["input_ids"]
+        assert ids[0] == loaded.cls_token_id and ids[-1] == loaded.sep_token_id
+        assert loaded.unk_token_id not in ids
+        assert loaded.decode(ids, skip_special_tokens=True) == text.lower()
+    # an unseen word made of seen letters splits into pieces instead of [UNK]
+    pieces = loaded.tokenize("foxdog")
+    assert len(pieces) > 1 and pieces[1].startswith("##")
+    assert loaded.decode(loaded("foxdog")["input_ids"], skip_special_tokens=True) == "foxdog"
+    pair = loaded("a fox", "a dog")
+    assert pair["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_cased_vocab_keeps_case(tmp_path):
+    tok = train_wordpiece(iter(["Paris and London", "London or Paris"] * 10), vocab_size=100,
+                          min_frequency=1, lowercase=False)
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.decode(loaded("London and Paris")["input_ids"], skip_special_tokens=True) == "London and Paris"
+
+
+def test_vocab_command(tmp_path):
+    get_plugin_manager().hook.taskbert_register_commands(cli=cli)
+    corpus = write_corpus(tmp_path / "c.txt", documents(40, 1))
+    out = tmp_path / "vocab"
+    result = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(out), "--vocab-size", "80",
+                                      "--min-frequency", "1"])
+    assert result.exit_code == 0, result.output
+    assert "80-token WordPiece vocabulary" in result.output or "-token WordPiece" in result.output
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert 30 < len(loaded) <= 80
+    assert loaded.decode(loaded("the cat likes the dog.")["input_ids"], skip_special_tokens=True) == \
+        "the cat likes the dog."
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    bad = CliRunner().invoke(cli, ["vocab", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "v2")])
+    assert bad.exit_code == 2 and "error: vocab:" in bad.output

@@ -1,0 +1,121 @@
+"""taskbert serve: JSON predictions over loopback; bad requests get a 4xx, not a crash."""
+
+import http.client
+import json
+import socket
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from taskbert.cli import cli
+from taskbert.serve import make_server
+from taskbert.testing import run_spec, tiny_classification_spec, write_polarity_data
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    train = write_polarity_data(folder / "train.jsonl", 400, 1)
+    dev = write_polarity_data(folder / "dev.jsonl", 60, 2)
+    metrics, run_dir = run_spec(tiny_classification_spec(tiny_encoder, train, dev, folder / "run", epochs=4),
+                                str(folder))
+    assert metrics["validation/accuracy"] > 0.8
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    srv = make_server(trained, "127.0.0.1", 0, max_bytes=2000, max_inputs=4, quiet=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=10)
+
+
+def call(server, method, path, body=None, headers=None):
+    """(status, decoded JSON) of one request over loopback."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.getheader("Content-Type").startswith("application/json")
+    return resp.status, json.loads(data)
+
+
+def raw(server, data):
+    """Send raw bytes (requests http.client will not make) and return the status code."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_health(server):
+    status, body = call(server, "GET", "/health")
+    assert status == 200 and body["status"] == "ok"
+    assert body["task"] == "sentence_classification" and body["backend"] == "torch"
+
+
+def test_predictions_match_taskbert_predict(server, trained, tmp_path):
+    texts = ["the movie was great", "an awful plot", "nice film"]
+    status, body = call(server, "POST", "/predict", {"inputs": texts[:2] + [{"text": texts[2], "id": 7}]})
+    assert status == 200
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n")
+    result = CliRunner().invoke(cli, ["predict", trained, str(src)])
+    assert result.exit_code == 0, result.output
+    assert body["predictions"] == [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p["label"] for p in body["predictions"]] == ["pos", "neg", "pos"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ("{not json", 400, "body: malformed JSON"),
+    (b"\xff\xfe{}", 400, "body: not UTF-8"),
+    ([1, 2], 400, 'expected a JSON object {"inputs"'),
+    ({"inputs": []}, 400, "inputs: expected a non-empty list"),
+    ({"inputs": "a text"}, 400, "inputs: expected a non-empty list"),
+    ({"inputs": ["ok", 5]}, 400, "inputs[1]: expected a string or an object, got 5"),
+    ({"inputs": [{"body": "x"}]}, 400, "inputs[0]: missing text field 'text'"),
+    ({"inputs": [{"text": 3}]}, 400, "inputs[0]: field 'text' must be text, got 3"),
+    ({"inputs": ["a"], "extra": 1}, 400, "unknown key 'extra'"),
+    ({"inputs": ["a"] * 5}, 413, "inputs: 5 items, more than the limit of 4"),
+    ({"inputs": ["good " * 500]}, 413, "more than the limit of 2000"),
+])
+def test_bad_requests_get_4xx(server, body, status, message):
+    got, answer = call(server, "POST", "/predict", body)
+    assert got == status and message in answer["error"], answer
+
+
+def test_protocol_errors(server):
+    assert call(server, "GET", "/nope")[0] == 404
+    assert call(server, "POST", "/elsewhere", {"inputs": ["a"]})[0] == 404
+    assert call(server, "PUT", "/predict", {"inputs": ["a"]})[0] == 405
+    status, body = call(server, "POST", "/predict", "inputs=a", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415 and "application/json" in body["error"]
+    assert raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 411
+    assert raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")[0] == 400
+    # a huge declared length is refused before any of the body is read
+    status, body = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{")
+    assert status == 413 and "999999999 bytes" in body["error"]
+    status, _ = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert status == 411
+
+
+def test_server_survives_and_still_answers(server):
+    for _ in range(3):
+        call(server, "POST", "/predict", "{broken")
+    status, body = call(server, "POST", "/predict", {"inputs": ["superb scene"]})
+    assert status == 200 and body["predictions"][0]["label"] == "pos"
+
+
+def test_serve_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 2 and "not a taskbert run or model folder" in result.output
