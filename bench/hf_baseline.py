@@ -148,8 +148,8 @@ def train_hf(
     ``steps``, ``timed_steps``, ``seconds`` (timed window), ``padding_efficiency``,
     ``flops_per_step`` (model FLOPs on real tokens, see ``common.train_flops``),
     ``padded_flops_per_step`` (the same over padded shapes), ``model_gflops_per_s``, ``mfu``
-    (or None), ``cpu_seconds``, ``cpu_share`` and ``samples_per_s_uncontended_est`` (for a
-    shared box, see the comment in the code), ``step_s_median``, ``train_wall_s``, ``setup_s``,
+    (or None), ``cpu_seconds``, ``cpu_share`` (about 1 when the cores were ours alone; see the
+    comment in the code), ``step_s_median``, ``train_wall_s``, ``setup_s``,
     ``eval_s``, ``train_loss``, ``accuracy`` and, for token classification, ``f1`` (seqeval entity F1, None if seqeval is missing), ``peak_rss_mb``,
     ``loadavg_1m``.
     """
@@ -247,13 +247,12 @@ def train_hf(
         "model_gflops_per_s": model_gflops_per_s,
         "mfu": model_gflops_per_s / peak_gflops if peak_gflops else None,
         "nonembedding_params": n_nonemb,
-        # cpu_share = CPU seconds the process got / (wall seconds * threads): ~1 on an idle box.
-        # Well below 1 means other processes took the cores; then samples_per_s_uncontended_est
-        # (samples per CPU-second, times threads) estimates the uncontended rate (a low estimate: spinning
-        # OpenMP threads burn CPU while waiting for a descheduled sibling).
+        # cpu_share = CPU seconds the process got / (wall seconds * threads): ~1 on an idle box,
+        # well below 1 when other processes took the cores and the timings are not to be trusted.
+        # (CPU time cannot rescue such a run: OpenMP threads spin at barriers while a sibling is
+        # descheduled, so CPU seconds inflate too; seen 30x here at a load average of 7.)
         "cpu_seconds": cpu_seconds,
         "cpu_share": cpu_seconds / (seconds * torch.get_num_threads()),
-        "samples_per_s_uncontended_est": samples / cpu_seconds * torch.get_num_threads(),
         "train_wall_s": train_wall_s, "setup_s": setup_s, "eval_s": eval_s,
         "train_loss": float(train_out.training_loss),
     }
@@ -298,7 +297,7 @@ def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, 
     ~6x slower on CPUs without bf16 units). The first ``warmup`` texts are run once untimed so
     first-call allocation is not counted; then every text is timed in one call, as a user would.
     Inputs longer than the model's limit are truncated. Returns ``sentences_per_s``, ``seconds``,
-    ``load_s``, ``cpu_share`` and ``sentences_per_s_uncontended_est`` (as in :func:`train_hf`),
+    ``load_s``, ``cpu_share`` (as in :func:`train_hf`),
     ``labels`` (predicted label names, in input order), ``n``, ``peak_rss_mb``.
     """
     import torch
@@ -317,7 +316,6 @@ def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, 
     return {
         "sentences_per_s": len(texts) / seconds, "seconds": seconds, "load_s": load_s,
         "cpu_share": cpu_seconds / (seconds * threads),  # as in train_hf: ~1 on an idle box
-        "sentences_per_s_uncontended_est": len(texts) / cpu_seconds * threads,
         "batch_size": batch_size, "n": len(texts), "threads": threads,
         "labels": [o["label"] for o in outputs], "peak_rss_mb": peak_rss_mb(),
     }
@@ -342,7 +340,7 @@ def _quick_check(max_steps: int, batch_size: int, modes: list[str], token_steps:
                 eval_labels=ev_y, max_steps=max_steps, batch_size=batch_size, peak_gflops=peak)
     save_dir = tempfile.mkdtemp(prefix="hf_bench_model_")
     hdr = (f"{'mode':<16}{'samples/s':>10}{'real tok/s':>12}{'pad tok/s':>11}{'pad eff':>9}{'MFU':>8}"
-           f"{'acc':>7}{'RSS MB':>8}{'wall s':>8}{'cpu':>6}{'est/s':>7}")
+           f"{'acc':>7}{'RSS MB':>8}{'wall s':>8}{'cpu':>6}")
     print(hdr)
     for mode in modes:
         kw = dict(base, mode=mode, save_dir=save_dir if mode == modes[-1] else None)
@@ -351,14 +349,12 @@ def _quick_check(max_steps: int, batch_size: int, modes: list[str], token_steps:
         r = run_in_subprocess("train_hf", kw)
         print(f"{mode:<16}{r['samples_per_s']:>10.1f}{r['real_tokens_per_s']:>12.0f}{r['padded_tokens_per_s']:>11.0f}"
               f"{r['padding_efficiency']:>9.2f}{r['mfu']:>8.1%}{r['accuracy']:>7.3f}{r['peak_rss_mb']:>8.0f}"
-              f"{time.perf_counter() - t:>8.1f}{r['cpu_share']:>6.0%}"
-              f"{r['samples_per_s_uncontended_est']:>7.1f}", flush=True)
+              f"{time.perf_counter() - t:>8.1f}{r['cpu_share']:>6.0%}", flush=True)
     common.wait_for_idle(timeout=120)
     p = run_in_subprocess("predict_hf_pipeline", dict(model_dir=save_dir, texts=ev_x, batch_size=batch_size))
     agree = sum(str(a) == b for a, b in zip(ev_y, p["labels"])) / len(ev_y)
     print(f"pipeline: {p['sentences_per_s']:.1f} sentences/s over {p['n']} (acc {agree:.3f}, "
-          f"RSS {p['peak_rss_mb']:.0f} MB, cpu share {p['cpu_share']:.0%}, "
-          f"est. uncontended {p['sentences_per_s_uncontended_est']:.1f}/s)")
+          f"RSS {p['peak_rss_mb']:.0f} MB, cpu share {p['cpu_share']:.0%})")
     if token_steps:
         common.wait_for_idle(timeout=120)
         words, tags = common.synthetic_ner(800)

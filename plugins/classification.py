@@ -77,8 +77,8 @@ class TextLabelTask(Task):
         field_name = self.options.label_field
         if field_name not in record or record[field_name] is None:
             if labelled:
-                raise DataError(f"{where}: missing label field {field_name!r}; "
-                                f"record has: {', '.join(map(str, record)) or 'nothing'}")
+                raise DataError(f"{where}: missing label field {field_name!r}; record has: "
+                                f"{', '.join(map(str, record)) or 'nothing'} (set task_options.label_field)")
             return None
         label = label_text(record[field_name])
         if label in self.options.drop_labels:

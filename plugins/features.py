@@ -88,7 +88,7 @@ class FeatureTask:
         return head(x, mask)
 
     # ------------------------------------------------------------------ cache
-    def cache_key(self, spec, split, encoder, tokenizer, rows, fingerprints):
+    def cache_key(self, spec, split, rows, fingerprints):
         """Everything the cached values depend on; any change gives a new cache folder."""
         from taskbert.encoder import check_encoder
 
@@ -112,7 +112,7 @@ class FeatureTask:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = {}
         for split, rows in rows_by_split.items():
-            key = self.cache_key(spec, split, encoder, tokenizer, rows, fingerprints)
+            key = self.cache_key(spec, split, rows, fingerprints)
             out[split] = fc.ensure_store(root, key, lambda folder, rows=rows, key=key: fc.build_store(
                 folder, key, encoder, rows, self.layer_ids, self.pool_mode(),
                 self.options.extract_batch_size, pad_id, self.pad_fields, device,
@@ -290,6 +290,7 @@ def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=Non
         stats[split] = store_stats(split, store, seconds, log)
         if jsonl_dir:
             path = os.path.join(jsonl_dir, f"{split}.jsonl")
-            fc.export_jsonl(path, store, rows[split], prepared.examples[split], task.unit_names, task.layer_ids, task.num_layers)
+            fc.export_jsonl(path, store, rows[split], prepared.examples[split], task.unit_names,
+                            task.layer_ids, task.num_layers)
             stats[split]["jsonl"] = path
     return stats

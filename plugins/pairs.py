@@ -21,7 +21,7 @@ from typing import Literal, Optional
 from torch import nn
 
 from taskbert import DataError, hookimpl
-from taskbert_plugins.classification import TextLabelTask, label_text
+from taskbert_plugins.classification import ClassificationHead, TextLabelTask, label_text
 
 DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman")}
 
@@ -164,11 +164,11 @@ class SentencePair(TextLabelTask):
     def build_head(self, encoder):
         if not self.regression:
             return super().build_head(encoder)
-        labels, self.labels = self.labels, ["score"]   # one output unit
-        try:
-            return super().build_head(encoder)
-        finally:
-            self.labels = labels
+        cfg = encoder.config
+        dropout = self.options.dropout
+        if dropout is None:
+            dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
+        return ClassificationHead(cfg.hidden_size, 1, dropout)   # one output: the score
 
     def loss(self, out, batch):
         if not self.regression:

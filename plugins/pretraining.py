@@ -27,7 +27,7 @@ from torch import nn
 
 from taskbert import DataError, SpecError, Task, hookimpl
 
-from .pretraining_data import BuildConfig, build, open_shards
+from .pretraining_data import BuildConfig, build, open_shards, tokenized_documents
 from .pretraining_masking import apply_masks, choose_masks, vocab_tables
 from .pretraining_text import read_documents
 from .wordpiece import scratch_encoder, scratch_tokenizer, vocab_command
@@ -62,7 +62,8 @@ class PretrainingOptions:
     mask_prob: float = field(default=0.15, metadata={"gt": 0, "max": 1, "help": "share of tokens chosen"})
     mask_share: float = field(default=0.8, metadata={"min": 0, "max": 1, "help": "chosen -> [MASK]"})
     random_share: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "chosen -> random token"})
-    whole_word_masking: bool = False
+    whole_word_masking: bool = field(default=False, metadata={
+        "help": "choose whole words: a piece and its ## continuations together"})
     max_predictions_per_seq: Optional[int] = field(default=None, metadata={
         "min": 1, "help": "cap on chosen tokens per sequence; default ceil(max_length * mask_prob)"})
     short_seq_prob: float = field(default=0.1, metadata={"min": 0, "max": 1,
@@ -85,6 +86,10 @@ class PretrainingOptions:
         if self.mask_share + self.random_share > 1:
             raise ValueError(f"mask_share + random_share is {self.mask_share + self.random_share}; "
                              f"must be <= 1 (the rest of the chosen tokens stay)")
+
+
+#: the longest window ``encode_all`` packs; a longer ask means "unlimited" (whole documents)
+MAX_WINDOW = 65_536
 
 
 def default_cache_dir():
@@ -199,7 +204,20 @@ class Pretraining(Task):
         """Folder of the shard caches and trained vocabularies."""
         return self.options.cache_dir or default_cache_dir()
 
+    def truncation(self, examples, tokenizer, max_length):
+        """Instances are packed up to ``max_length``, never cut as a whole; what is lost
+        are the tokens of sentences longer than a window (``taskbert debug data``)."""
+        window = max_length - (3 if self.options.nsp else 2)
+        lengths = [len(s) for doc in tokenized_documents(examples, tokenizer, self.options.sentence_split)
+                   for s in doc]
+        return {"sentences": (sum(n > window for n in lengths), len(lengths))}
+
     def encode_all(self, examples, tokenizer, max_length):
+        if max_length > MAX_WINDOW:
+            # "unlimited" (taskbert debug data looks for duplicates): one row per document
+            # with all its tokens; nothing is masked or cached
+            return [{"input_ids": [t for s in doc for t in s], "example_index": i} for i, doc in
+                    enumerate(tokenized_documents(examples, tokenizer, self.options.sentence_split))]
         if tokenizer.mask_token_id is None:
             raise SpecError("encoder: the tokenizer has no mask token; masked LM needs one")
         self.tables = vocab_tables(tokenizer, self._vocab_size or len(tokenizer))
@@ -217,7 +235,7 @@ class Pretraining(Task):
         for shard in shards:
             store = len(self._stores)
             self._stores.append(shard)
-            tokens = shard["tokens"]
+            tokens = np.asarray(shard["tokens"])   # a plain view of the map: 120 B a row, not 600
             for item, (off, n, a_len, label, doc_a, _) in enumerate(shard["index"].tolist()):
                 rows.append({"input_ids": tokens[off:off + n], "a_len": a_len, "nsp_label": label,
                              "store": store, "item": item, "example_index": doc_a})
@@ -346,6 +364,9 @@ def taskbert_train_start(trainer):
     if not isinstance(task, Pretraining) or not task.options.eval_before_training \
             or trainer.step or "validation" not in trainer.rows:
         return
+    world = getattr(trainer, "world", None)
+    if world is not None and world.enabled:
+        return   # this hook runs on the main process only; evaluation needs every rank
     _, metrics = trainer.evaluate("validation")
     trainer.model.train()
     metrics.update(epoch=0, step=0)

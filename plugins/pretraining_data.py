@@ -148,8 +148,9 @@ class DocStore:
         return [tokens[bounds[i]:bounds[i + 1]] for i in range(first, first + self.doc_count[doc])]
 
 
-def tokenize_documents(examples, tokenizer, store, mode, batch_docs=256):
-    """Split every document into sentences, tokenize them in batches, fill ``store``."""
+def tokenized_documents(examples, tokenizer, mode, batch_docs=256):
+    """Yield each document as a list of sentences' token ids (no special tokens), reading
+    and tokenizing ``batch_docs`` documents at a time."""
     from tokenizers import Tokenizer
 
     # a copy without the saved truncation/padding (MiniLM's tokenizer.json pads to 128)
@@ -157,20 +158,25 @@ def tokenize_documents(examples, tokenizer, store, mode, batch_docs=256):
     backend.no_truncation()
     backend.no_padding()
 
-    def flush(docs):
+    def encode(docs):
         flat = [s for doc in docs for s in doc]
         encoded = iter(backend.encode_batch(flat, add_special_tokens=False)) if flat else iter(())
         for doc in docs:
-            ids = [next(encoded).ids for _ in doc]
-            store.add([s for s in ids if s])
+            yield [ids for ids in (next(encoded).ids for _ in doc) if ids]
 
     docs = []
     for text in document_texts(examples):
         docs.append(document_sentences(text, mode))
         if len(docs) >= batch_docs:
-            flush(docs)
+            yield from encode(docs)
             docs = []
-    flush(docs)
+    yield from encode(docs)
+
+
+def tokenize_documents(examples, tokenizer, store, mode):
+    """Split every document into sentences, tokenize them in batches, fill ``store``."""
+    for sentences in tokenized_documents(examples, tokenizer, mode):
+        store.add(sentences)
     return store.close()
 
 

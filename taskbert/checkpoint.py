@@ -97,6 +97,18 @@ def recover_folder(final_folder):
     return True
 
 
+def remove_leftovers(folder):
+    """Delete the temporary files and folders a killed write left in ``folder``
+    (``.tmp-*`` from :func:`atomic_write`, ``.<name>.tmp-*`` from :func:`new_temp_folder`)."""
+    for name in os.listdir(folder):
+        if name.startswith(".") and (name.startswith(".tmp-") or ".tmp-" in name):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+
 def new_temp_folder(final_folder):
     """An empty folder beside ``final_folder`` to build it in."""
     parent = os.path.dirname(os.path.abspath(final_folder))

@@ -63,6 +63,8 @@ def run(spec_file, overrides, resume, overwrite, seeds):
             click.echo(line)
         return
     metrics = execute(spec, resume=resume, overwrite=overwrite)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate launch the main process reports
     click.echo(f"done: {spec.output}")
     if metrics:
         click.echo(summary_line(metrics))

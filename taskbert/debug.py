@@ -124,7 +124,10 @@ def _duplicates(task, examples, tokenizer, report):
 
 
 def _share(part, whole):
-    return f"{part} of {whole} ({part / whole:.1%})" if whole else "0"
+    if not whole:
+        return "0"
+    share = part / whole
+    return f"{part} of {whole} ({share:.1%})" if share == 0 or share >= 0.001 else f"{part} of {whole} ({share:.3%})"
 
 
 def format_report(report, top=15):
@@ -148,13 +151,14 @@ def format_report(report, top=15):
             out.append("  labels unseen in train: none")
         if "invalid_bio" in info:
             bio = info["invalid_bio"]
-            out.append(f"  invalid BIO: {bio['transitions']} I- tags in {bio['sequences']} sequences"
-                       + (" e.g. " + "; ".join(bio["first"]) if bio["first"] else ""))
+            out.append(f"  invalid BIO: {bio['transitions']} I- tags in {bio['sequences']} sequences")
+            out.extend(f"    {line}" for line in bio["first"])
         if "duplicates_of_train" in info:
             d = info["duplicates_of_train"]
             n = d["same_gold"] + d["different_gold"]
             out.append(f"  duplicates of train examples: {n} ({d['same_gold']} same gold, "
-                       f"{d['different_gold']} different gold)" + (" e.g. " + "; ".join(d["first"]) if n else ""))
+                       f"{d['different_gold']} different gold)")
+            out.extend(f"    {line}" for line in d["first"])
     for problem in report["problems"]:
         out.append(f"problem: {problem}")
     return "\n".join(out)

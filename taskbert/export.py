@@ -45,11 +45,14 @@ def _graph(model, input_names, outputs):
     import torch
 
     class Graph(torch.nn.Module):
+        """The exported module: named token inputs in, a tuple of tensors out."""
+
         def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
+            """(batch, seq) token inputs -> the task's tensors, in ``outputs`` order."""
             given = {"input_ids": input_ids, "attention_mask": attention_mask,
                      "token_type_ids": token_type_ids}
             out = self.model({n: given[n] for n in input_names})
@@ -140,9 +143,11 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     loaded = load_run(run_dir)
     out_dir = out_dir or os.path.join(run_dir, "onnx")
     rows = _sample_rows(loaded, examples)
-    # rows of several lengths, so the traced sample has padding: a trace of an all-ones
-    # mask could bake in a no-padding shortcut
-    sample = collate(rows[:8], loaded.tokenizer.pad_token_id or 0, loaded.task.pad_fields)
+    # up to 8 rows spread over the lengths, so the traced sample has padding where the
+    # data allows: a trace of an all-ones mask could bake in a no-padding shortcut
+    by_length = sorted(rows, key=lambda r: len(r["input_ids"]))
+    picked = [by_length[i * (len(rows) - 1) // 7] for i in range(8)] if len(rows) > 8 else by_length
+    sample = collate(picked, loaded.tokenizer.pad_token_id or 0, loaded.task.pad_fields)
     names, outputs = _probe(loaded, sample)
     tmp = ckpt.new_temp_folder(out_dir)
     try:

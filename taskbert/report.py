@@ -162,12 +162,19 @@ def label_pairs(lines, field=None):
     return best, candidates[best]
 
 
+def _label_order(label):
+    # BIO tags grouped by entity type (B-X next to I-X), after plain labels such as O
+    if label[:2] in ("B-", "I-", "E-", "S-") and len(label) > 2:
+        return (1, label[2:], "BIES".index(label[0]))
+    return (0, label, 0)
+
+
 def confusion(pairs):
     """``(labels, matrix)``: rows are gold labels, columns predictions, over the union of
-    both in sorted order (scikit-learn's ``confusion_matrix``)."""
+    both (sorted; B-/I- tags grouped by type) with scikit-learn's ``confusion_matrix``."""
     from sklearn.metrics import confusion_matrix
 
-    labels = sorted({g for g, _ in pairs} | {p for _, p in pairs})
+    labels = sorted({g for g, _ in pairs} | {p for _, p in pairs}, key=_label_order)
     golds, preds = zip(*pairs)
     return labels, confusion_matrix(golds, preds, labels=labels).tolist()
 

@@ -33,13 +33,14 @@ RUN_FILES = ("spec.yaml", "metrics.jsonl", "manifest.json", "best", "checkpoint"
 #: keys a resumed run may change: where files are and how progress is shown; data files
 #: may move, their contents are compared by SHA-256 instead
 RESUME_FREE_KEYS = ("output", "train.loggers", "data.train", "data.validation", "data.test")
+PROBE_PREFIX = ".taskbert-probe-"
 
 
 def _writable(folder):
     """Why ``folder`` cannot take new files (None when it can). A real probe: as root,
     ``os.access`` says yes to read-only file systems."""
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".taskbert-probe-", dir=folder))
+        os.rmdir(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=folder))
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
@@ -71,7 +72,8 @@ def check_output(spec, resume=False, overwrite=False):
     why = _writable(parent)
     if why:
         raise SpecError(f"output: cannot write in {parent} ({why}); choose a writable folder")
-    entries = os.listdir(out) if os.path.isdir(out) else []
+    entries = [e for e in (os.listdir(out) if os.path.isdir(out) else [])
+               if not e.startswith(PROBE_PREFIX)]  # another rank's probe, gone in a moment
     has_run = any(name in entries for name in RUN_FILES)
     if resume:
         check_resume(spec)
@@ -99,6 +101,8 @@ def check_resume(spec):
     import yaml
 
     out = spec.output
+    if not os.path.isdir(out) or not any(name in os.listdir(out) for name in RUN_FILES):
+        raise SpecError(f"--resume: {out} holds no run to resume; leave out --resume to start one")
     folder, skipped = ckpt.latest_checkpoint(os.path.join(out, "checkpoint"))
     if folder is None:
         why = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in skipped)
@@ -173,14 +177,14 @@ def execute(spec, resume=False, overwrite=False):
 
     from . import distributed
 
-    check_output(spec, resume, overwrite)
-    prepared = prepare(spec)
-    if "train" not in prepared.examples:
-        raise SpecError(f"{spec.path}: data.train: required by taskbert run")
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
-    world = distributed.setup()
-    try:
+    world = distributed.setup()  # joins the process group first: the checks below all
+    try:                         # finish on every rank before rank 0 writes (barrier)
+        check_output(spec, resume, overwrite)
+        prepared = prepare(spec)
+        if "train" not in prepared.examples:
+            raise SpecError(f"{spec.path}: data.train: required by taskbert run")
+        if spec.train.threads:
+            torch.set_num_threads(spec.train.threads)
         return _train(spec, prepared, world, resume, overwrite)
     finally:
         distributed.teardown()
@@ -221,6 +225,7 @@ def _train(spec, prepared, world, resume, overwrite):
     model = TaskModel(task, encoder, head)
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
             for split, exs in examples.items()}
+    world.barrier()  # every rank has checked the run folder before rank 0 changes it
     if world.is_main:
         if overwrite and not resume and os.path.isdir(spec.output):
             shutil.rmtree(spec.output)  # check_output made sure it holds a run and no inputs

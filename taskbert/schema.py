@@ -116,7 +116,7 @@ def build(cls, data, where, ctx):
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{ctx['file']}: {where or 'top level'}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:

@@ -194,6 +194,7 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        """One access-log line on stderr, unless ``--quiet``."""
         if not self.server.quiet:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 

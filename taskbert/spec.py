@@ -96,8 +96,9 @@ class Spec:
     task_options: dict = field(default_factory=dict)
     train: TrainSpec = field(default_factory=TrainSpec)
     output: Optional[str] = field(default=None, metadata={"path": True})
-    path: Optional[str] = field(default=None, compare=False)
-    options: object = field(default=None, compare=False)
+    # set by load_spec, never read from YAML
+    path: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
+    options: object = field(default=None, compare=False, metadata={"internal": True})
 
     def to_dict(self):
         """The resolved spec as plain data (what ``spec.yaml`` in the run folder holds)."""
@@ -179,10 +180,7 @@ def spec_from_dict(raw, path="<spec>", registries=None):
     """Check a raw mapping as a spec; relative paths resolve against ``path``'s folder."""
     base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
     ctx = {"file": path, "base": base}
-    spec = build(Spec, {k: v for k, v in raw.items() if k not in ("path", "options")}, "", ctx)
-    if "path" in raw or "options" in raw:
-        bad = "path" if "path" in raw else "options"
-        raise SpecError(f"{path}: unknown key {bad!r}; allowed: task, encoder, data, task_options, train, output")
+    spec = build(Spec, raw, "", ctx)
     if spec.output is None:
         stem = os.path.splitext(os.path.basename(path))[0] if not path.startswith("<") else "run"
         spec = dataclasses.replace(spec, output=os.path.join(base, "runs", stem))

@@ -293,6 +293,8 @@ class Trainer:
         return better
 
     def _save_best(self):
+        if self.world.enabled:  # every rank keeps it: nodes need not share a file system
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if self.world.is_main:
             ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
                                    self.task, self.spec.to_dict(),
@@ -374,6 +376,7 @@ class Trainer:
             ckpt.atomic_write(path, "".join(ln + "\n" for ln in lines))
             ckpt.discard_after(self.checkpoint_root, self.step)
             ckpt.recover_folder(os.path.join(self.run_dir, "best"))
+            ckpt.remove_leftovers(self.run_dir)
         self.last_checkpoint = folder
         self._say(f"resumed from {folder} (step {self.step}, epoch {self.epoch + 1})")
 
@@ -381,7 +384,9 @@ class Trainer:
         """Reload ``best/``, evaluate it on every split with gold labels, write predictions."""
         self.world.barrier()  # best/ is complete before any rank reads it
         best = os.path.join(self.run_dir, "best")
-        if os.path.isdir(best):
+        if getattr(self, "_best_state", None) is not None:
+            self.model.load_state_dict(self._best_state)
+        elif os.path.isdir(best):
             ckpt.load_head_state(best, self.model.head, ckpt.model_state_prefix(self.model))
             ckpt.load_encoder_state(best, self.model)
         final, lines = {}, []

@@ -11,6 +11,7 @@ runs alike. They are left out of the weight comparison; the outputs do not depen
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -47,22 +48,32 @@ def records(run_dir):
         return [{k: v for k, v in json.loads(ln).items() if k not in TIMING_FIELDS} for ln in fh if ln.strip()]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_encoder):
-    data = (write_polarity_data(tmp_path / "train.jsonl", 241, 3),
-            write_polarity_data(tmp_path / "dev.jsonl", 37, 4))
-    one = load_spec(write_spec(str(tmp_path / "one"), tiny_encoder, data))
-    final_one = execute(one)
-    assert final_one["validation/accuracy"] > 0.8  # it learns (chance is about 0.5)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_encoder):
+    """(data files, run folder) of the one-process reference run."""
+    folder = tmp_path_factory.mktemp("ddp")
+    data = (write_polarity_data(folder / "train.jsonl", 241, 3),
+            write_polarity_data(folder / "dev.jsonl", 37, 4))
+    one = load_spec(write_spec(str(folder / "one"), tiny_encoder, data))
+    final = execute(one)
+    assert final["validation/accuracy"] > 0.8  # it learns (chance is about 0.5)
+    return data, one.output
 
-    two = write_spec(str(tmp_path / "two"), tiny_encoder, data)
+
+def launch(command, folder, tiny_encoder, data):
+    """Run ``command + [taskbert run spec]`` in a fresh environment; return the run folder."""
+    spec = write_spec(folder, tiny_encoder, data)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", "-m", "taskbert", "run", two],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*command, "-m", "taskbert", "run", spec], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    run_two = os.path.join(os.path.dirname(two), "run")
+    assert proc.stdout.count("done: ") == 1, proc.stdout  # only rank 0 reports
+    return os.path.join(folder, "run")
 
-    w1 = load_file(os.path.join(one.output, "best", "model.safetensors"))
+
+def assert_matches_one_process(run_two, run_one):
+    """Same weights and metrics within the stated tolerance; rank 0 alone wrote files."""
+    w1 = load_file(os.path.join(run_one, "best", "model.safetensors"))
     w2 = load_file(os.path.join(run_two, "best", "model.safetensors"))
     assert w1.keys() == w2.keys()
     compared = [k for k in w1 if not k.endswith("attention.self.key.bias")]
@@ -70,7 +81,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_encod
     worst = max(((w1[k] - w2[k]).abs().max().item(), k) for k in compared)
     assert worst[0] < 1e-4, worst
 
-    r1, r2 = records(one.output), records(run_two)
+    r1, r2 = records(run_one), records(run_two)
     assert len(r1) == len(r2)  # rank 1 wrote no lines of its own
     for a, b in zip(r1, r2):
         assert a.keys() == b.keys()
@@ -84,10 +95,31 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_encod
     with open(os.path.join(run_two, "predictions.jsonl"), encoding="utf-8") as fh:
         preds = [json.loads(ln) for ln in fh]
     assert sorted(p["index"] for p in preds) == list(range(37))
-    assert sorted(os.listdir(run_two)) == sorted(os.listdir(one.output))
+    assert sorted(os.listdir(run_two)) == sorted(os.listdir(run_one))
     assert not [f for f in os.listdir(run_two) if f.startswith(".")]
     with open(os.path.join(run_two, "manifest.json"), encoding="utf-8") as fh:
         assert json.load(fh)["processes"] == 2
+
+
+def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_encoder, one_process):
+    data, run_one = one_process
+    run_two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+                     str(tmp_path / "two"), tiny_encoder, data)
+    assert_matches_one_process(run_two, run_one)
+
+
+@pytest.mark.skipif(not os.environ.get("TASKBERT_TEST_ACCELERATE"),
+                    reason="opt-in, about 45 s more: TASKBERT_TEST_ACCELERATE=1")
+def test_accelerate_launch_two_processes_match_one(tmp_path, tiny_encoder, one_process):
+    pytest.importorskip("accelerate")
+    with socket.socket() as s:  # a free port: the default 29500 may be taken
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, run_one = one_process
+    run_two = launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                      "--main_process_port", str(port)], str(tmp_path / "two"), tiny_encoder, data)
+    assert_matches_one_process(run_two, run_one)
 
 
 def test_batches_are_dealt_out_row_by_row():

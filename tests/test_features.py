@@ -203,3 +203,14 @@ def test_jsonl_export_like_google_extract_features(tag_spec, loaded, tmp_path):
     batch, hs = by_hand(loaded, [" ".join(sentences[k])])
     values = torch.tensor([u["layers"][3]["values"] for u in lines[k]["features"]])
     assert torch.allclose(values, hs[4][0, 1:1 + len(sentences[k])], atol=2e-6)
+
+
+def test_ready_feature_specs_load():
+    from taskbert.spec import load_spec
+
+    root = os.path.join(os.path.dirname(__file__), "..", "task_specs")
+    names = sorted(f for f in os.listdir(root) if f.startswith("features-"))
+    assert names == ["features-sentiment.yaml", "features-wsj-pos.yaml"]
+    for name in names:
+        spec = load_spec(os.path.join(root, name))
+        assert spec.task in ("feature_classification", "feature_tagging") and spec.options.layers in LAYER_CHOICES

@@ -202,7 +202,10 @@ def test_rows_are_light_views_into_the_memmap(tmp_path, tokenizer):
     exs = examples_of(path)
     task.setup({"train": exs})
     rows = task.encode_all(exs, tokenizer, 32)
-    assert all(isinstance(r["input_ids"], np.memmap) and len(r["input_ids"]) <= 32 for r in rows)
+    assert all(len(r["input_ids"]) <= 32 for r in rows)
+    for r in rows:   # views into the memory-mapped shard, not copies
+        tokens = task._stores[r["store"]]["tokens"]
+        assert isinstance(tokens, np.memmap) and np.shares_memory(r["input_ids"], tokens)
     assert {r["nsp_label"] for r in rows} == {-1} and {r["a_len"] == len(r["input_ids"]) for r in rows} == {True}
     assert len({r["store"] for r in rows}) > 1   # several shards
     assert all("text" not in ex for ex in exs)   # examples hold byte ranges, not text
@@ -216,3 +219,16 @@ def test_nsp_needs_two_documents(tmp_path):
     with pytest.raises(DataError, match="data.train: next-sentence prediction needs at least 2 documents"):
         task.setup({"train": examples_of(path)})
     Pretraining(PretrainingOptions(nsp=False)).setup({"train": examples_of(path)})
+
+
+def test_unlimited_encoding_and_truncation_for_debug_data(tmp_path, tokenizer):
+    task = Pretraining(PretrainingOptions(cache_dir=str(tmp_path / "cache")))
+    docs = documents(5, 10)
+    docs[0].append(" ".join(["cat"] * 70) + ".")     # one sentence longer than a 64-token window
+    exs = examples_of(write_corpus(tmp_path / "c.txt", docs))
+    rows = task.encode_all(exs, tokenizer, 1_000_000)
+    backend = tokenizer.backend_tokenizer
+    assert [r["input_ids"] for r in rows] == [
+        [t for s in d for t in backend.encode(s, add_special_tokens=False).ids] for d in docs]
+    assert task.truncation(exs, tokenizer, 64) == {"sentences": (1, sum(len(d) for d in docs))}
+    assert not os.path.exists(tmp_path / "cache")    # nothing cached for that

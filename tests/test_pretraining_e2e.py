@@ -65,6 +65,22 @@ def test_held_out_mlm_loss_falls(pretrained):
     assert len(preds) == 25 and {"document", "masked_tokens", "mlm_accuracy", "nsp_correct"} <= set(preds[0])
 
 
+def test_predict_scores_new_documents(pretrained, corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+
+    metrics, run_dir = pretrained
+    out = tmp_path / "p.jsonl"
+    result = CliRunner().invoke(cli, ["predict", run_dir, corpus[1], "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    docs = read_jsonl(out)
+    assert len(docs) == 25 and all(d["instances"] >= 1 for d in docs)
+    # the same fixed masks as the final evaluation: the same accuracy
+    accuracy = sum(d["mlm_correct"] for d in docs) / sum(d["masked_tokens"] for d in docs)
+    assert accuracy == pytest.approx(metrics["validation/mlm_accuracy"], abs=1e-9)
+
+
 def test_best_loads_as_bert_for_pretraining_with_the_same_outputs(pretrained):
     from transformers import AutoTokenizer, BertForPreTraining
 

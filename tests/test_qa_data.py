@@ -133,3 +133,26 @@ def test_mismatch_is_kept_and_listed():
     strict = ExtractiveQA(QAOptions(answer_mismatch="error"))
     with pytest.raises(DataError, match=r"f:1: question 'q1': answer 'France' does not match"):
         strict.example_from_record(record(answers={"text": ["France"], "answer_start": [11]}), "f:1")
+
+
+def test_example_spec_is_valid(tmp_path):
+    """task_specs/qa-squad-example.yaml parses and validates on a SQuAD v2.0 file."""
+    import os
+
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+    from taskbert.spec import load_spec
+    from taskbert.testing import make_tiny_encoder
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "task_specs", "qa-squad-example.yaml")
+    spec = load_spec(path)
+    assert spec.options.window_overlap_tokens == 128 and spec.encoder.max_length == 384
+    (tmp_path / "dev.json").write_text(json.dumps(SQUAD))
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), "paris is in france where rome oslo cold what".split(),
+                                max_positions=512)
+    result = CliRunner().invoke(cli, ["validate", path, "--set", f"encoder.model={encoder}",
+                                      "--set", f"data.train={tmp_path / 'dev.json'}",
+                                      "--set", f"data.validation={tmp_path / 'dev.json'}"])
+    assert result.exit_code == 0, result.output
+    assert "examples: train 3, validation 3" in result.stdout

@@ -50,8 +50,8 @@ def test_tagging_pairs_prefer_tags_over_words():
     field, pairs = label_pairs(lines)
     assert field == "tags"
     labels, matrix = confusion(pairs)
-    assert labels == ["B-ORG", "B-PER", "I-ORG", "O"]
-    assert matrix == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 2]]
+    assert labels == ["O", "B-ORG", "I-ORG", "B-PER"]  # O first, then tags grouped by type
+    assert matrix == [[2, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
     # gold as a mapping names the field itself
     keyed = [{"split": "test", "tags": ln["tags"], "words": ln["words"], "gold": {"tags": ln["gold"]}} for ln in lines]
     assert label_pairs(keyed) == ("tags", pairs)
@@ -108,8 +108,8 @@ def test_report_of_a_tagging_run_folder(tmp_path):
     ])
     report = write_report(str(run))
     labels, matrix = report["confusion"]["validation"]
-    assert labels == ["B-LOC", "B-PER", "O"]
-    assert matrix == [[1, 0, 1], [0, 1, 0], [0, 0, 2]]
+    assert labels == ["O", "B-LOC", "B-PER"]
+    assert matrix == [[2, 0, 0], [1, 1, 0], [0, 0, 1]]
     text = (run / "report" / "report.md").read_text()
     assert "`tags` against the gold (5 tags)" in text and "B-LOC → O (1)" in text
 

@@ -85,6 +85,8 @@ def assert_same_run(got, want, context=""):
         assert a == b, f"metrics.jsonl line {i + 1} differs {context}: {a} != {b}"
     with open(os.path.join(got, "metrics.csv"), encoding="utf-8") as fh:  # rebuilt from history
         assert sum(1 for _ in fh) == len(want_m) + 1
+    leftovers = [n for n in os.listdir(got) + os.listdir(os.path.join(got, "checkpoint")) if n.startswith(".")]
+    assert not leftovers, f"temporary files left behind {context}: {leftovers}"
 
 
 @pytest.fixture(scope="module")

@@ -217,8 +217,11 @@ CASES = [
     Case("output-holds-inputs", "output", "output folder that holds the spec and data",
          ("output: {dir} holds the spec", "a folder of its own"), spec={"output": "."}),
     # ------------------------------------------------------------------ --resume
-    Case("resume-nothing", "resume", "--resume with no checkpoint",
-         ("--resume: {dir}/run holds no complete checkpoint", "--overwrite"), args=("--resume",)),
+    Case("resume-nothing", "resume", "--resume with no run to continue",
+         ("--resume: {dir}/run holds no run to resume", "leave out --resume"), args=("--resume",)),
+    Case("resume-no-checkpoint", "resume", "--resume of a run that wrote no checkpoint",
+         ("--resume: {dir}/run holds no complete checkpoint", "start it again with --overwrite"),
+         args=("--resume",), setup="run_without_checkpoint"),
     Case("resume-incomplete", "resume", "--resume when the only checkpoint is incomplete",
          ("--resume", "step-00000003: no manifest.json", "start it again with --overwrite"),
          args=("--resume",), setup="incomplete_checkpoint"),

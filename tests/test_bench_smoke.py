@@ -1,0 +1,51 @@
+"""The benchmark's pieces work end to end on a tiny encoder (a functional check, never a timing).
+
+``bench.run`` trains the HF ``Trainer`` and taskbert side by side in subprocesses, then times
+``taskbert predict`` against ``transformers.pipeline`` on the same weights. Here it runs a few
+steps of two configurations per task on the tiny random encoder, and the test checks the
+report's structure and the one thing that must hold whatever the speed: both inference paths
+give the same labels for the same weights.
+"""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+
+def test_bench_run_tiny(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from bench import run
+    from taskbert.testing import make_tiny_encoder
+
+    # The benchmark reads the real review texts, which a tiny character-level vocabulary turns
+    # into long inputs: give the tokenizer a limit so the pipeline truncates as taskbert does.
+    encoder = make_tiny_encoder(str(tmp_path / "encoder"), "good bad the movie".split())
+    tok = AutoTokenizer.from_pretrained(encoder)
+    tok.model_max_length = 32
+    tok.save_pretrained(encoder)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # subprocesses: stay on one core like the suite
+    run.main(["--model", encoder, "--steps", "4", "--warmup-steps", "1", "--n-train", "64",
+              "--n-eval", "24", "--n-predict", "24", "--max-length", "32", "--modes",
+              "dynamic,taskbert", "--idle-timeout", "0", "--peak-seconds", "0.5",
+              "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    assert res["peak_gflops"] > 0
+    for name, task_res in res["train"].items():
+        assert set(task_res) == {"dynamic", "taskbert"}, name
+        for mode, r in task_res.items():
+            assert r["steps"] == 4 and r["timed_steps"] == 3, (name, mode)
+            assert r["samples_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
+            assert 0 <= r["accuracy"] <= 1 and r["peak_rss_mb"] > 0
+    # taskbert buckets by length: it pads no more than the Trainer's random batches
+    for name, task_res in res["train"].items():
+        assert task_res["taskbert"]["padding_efficiency"] >= task_res["dynamic"]["padding_efficiency"] - 1e-9, name
+    pred = res["predict"]
+    assert pred["pipeline"]["n"] == pred["taskbert"]["n"] == 24
+    assert pred["taskbert"]["same_labels_as_pipeline"] == 1.0
+    text = (out / "RESULTS.md").read_text()
+    assert "(d) taskbert" in text and "predict ≥ 2× pipeline" in text
