@@ -66,6 +66,15 @@ def peak_rss_mb() -> float:
     same process report the larger of the two. Measure each in its own subprocess
     (see :func:`run_in_subprocess`).
     """
+    # Linux keeps ru_maxrss across fork+exec, so a worker would report at least its parent's
+    # size; VmHWM belongs to this process's own address space and starts afresh at exec.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

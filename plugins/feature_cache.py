@@ -168,7 +168,7 @@ def build_store(folder, key, encoder, rows, layer_ids, pooling, batch_size, pad_
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_store(folder, key), seconds
+    return FeatureStore(folder, manifest), seconds   # just verified by construction
 
 
 def ensure_store(root, key, build, log=None):
@@ -197,9 +197,8 @@ def export_jsonl(path, store, rows, examples, unit_names, layer_ids, num_layers,
     example ``{"linex_index", "features": [{"token", "layers": [{"index", "values"}]}]}``.
 
     ``unit_names(row, example)`` names each unit of a row (a word, or ``[CLS]`` for a
-    sentence).
-    Rows of one example (windows) are joined in order. Written to a temporary file and
-    renamed, so the file is complete or absent.
+    sentence); the rows of one example (windows) are joined in order. Written to a
+    temporary file and renamed, so the file is complete or absent.
     """
     indexes = [google_layer_index(i, num_layers) for i in layer_ids]
     by_example = {}
@@ -208,17 +207,22 @@ def export_jsonl(path, store, rows, examples, unit_names, layer_ids, num_layers,
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for ex_index in sorted(by_example):
-            units = []
-            for i in by_example[ex_index]:
-                values = store.row(i).float().numpy()   # (units, layers, hidden)
-                for name, unit in zip(unit_names(rows[i], examples[ex_index]), values):
-                    units.append({"token": name, "layers": [
-                        {"index": idx, "values": [round(float(v), decimals) for v in vec]}
-                        for idx, vec in zip(indexes, unit)]})
-            fh.write(json.dumps({"linex_index": ex_index, "features": units}, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for ex_index in sorted(by_example):
+                units = []
+                for i in by_example[ex_index]:
+                    values = store.row(i).float().numpy()   # (units, layers, hidden)
+                    for name, unit in zip(unit_names(rows[i], examples[ex_index]), values):
+                        units.append({"token": name, "layers": [
+                            {"index": idx, "values": [round(float(v), decimals) for v in vec]}
+                            for idx, vec in zip(indexes, unit)]})
+                fh.write(json.dumps({"linex_index": ex_index, "features": units}, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     os.replace(tmp, path)
     return len(by_example)

@@ -136,7 +136,8 @@ def store_stats(split, store, seconds, log=None):
     how = "reused" if seconds is None else f"extracted in {seconds:.2f} s"
     log(f"features {split}: {len(store)} rows, {units} units x {layers} layers x {hidden} ({how}): {store.folder}")
     return {"cache": store.folder, "rows": len(store), "shape": store.manifest["shape"],
-            "reused": seconds is None, "extract_seconds": None if seconds is None else round(seconds, 3)}
+            "reused": seconds is None, "extract_seconds": None if seconds is None else round(seconds, 3),
+            "built_seconds": store.manifest["extract_seconds"]}   # the pass that filled the cache
 
 
 # ------------------------------------------------------------ sentence classification

@@ -174,9 +174,10 @@ class TokenClassification(Task):
             return []
         shown = [f"{w}: invalid {self.options.scheme}: {msg}" for w, msg in found[:5]]
         sentences = len({w for w, _ in found})
+        effect = ("conlleval-style scoring reads them as it can" if self.options.scheme == "IOB1"
+                  else "strict scoring counts no entity there")
         return shown + [f"{where}: {len(found)} invalid {self.options.scheme} transitions in "
-                        f"{sentences} sentences (first {len(shown)} shown); strict scoring "
-                        f"does not count such entities"]
+                        f"{sentences} sentences (first {len(shown)} shown); {effect}"]
 
     # -------------------------------------------------------------- encoding
     def window_budget(self, tokenizer, max_length):

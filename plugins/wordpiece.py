@@ -120,6 +120,10 @@ def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit
 
     @friendly
     def run():
+        if os.path.isdir(output) and os.listdir(output) and \
+                not os.path.exists(os.path.join(output, "tokenizer.json")):
+            raise SpecError(f"--output: {output} holds other files; give a new folder "
+                            f"(or a tokenizer folder to replace)")
         tokenizer = train_wordpiece(corpus_lines(files, layout, limit), vocab_size, min_frequency,
                                     lowercase=not cased)
         tmp = new_temp_folder(output)

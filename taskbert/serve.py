@@ -8,10 +8,11 @@
 
 Bad requests get a 4xx status and ``{"error": "one line"}``, never a crash: a missing or
 oversized body (411/413, ``--max-bytes``), too many inputs (413, ``--max-inputs``), a body
-that is not UTF-8 JSON or has the wrong shape, or an input the task rejects (400), another
-content type (415), an unknown path (404) or method (405). Requests are answered on
-threads; predictions run one batch at a time under a lock (one model, shared). RUN_DIR
-may also be an ONNX export folder (``taskbert export``), served with ONNX Runtime.
+that is not UTF-8 JSON or has the wrong shape, or an input the task rejects (400), a
+content type other than JSON (415; curl's default form type is read as JSON), an unknown
+path (404) or method (405). Requests are answered on threads; predictions run one batch
+at a time under a lock (one model, shared). RUN_DIR may also be an ONNX export folder
+(``taskbert export``), served with ONNX Runtime.
 """
 
 import json
@@ -26,6 +27,7 @@ from .errors import DataError
 MAX_BYTES = 1_000_000
 MAX_INPUTS = 64
 LINGER_BYTES = 16_000_000  # most bytes read and dropped after refusing a request
+JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
 
 class BadRequest(Exception):
@@ -158,7 +160,8 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(413, f"body: {length} bytes, more than the limit of {self.server.max_bytes} "
                                   f"(taskbert serve --max-bytes)")
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        # curl -d labels a body x-www-form-urlencoded unless told otherwise: read it as JSON too
+        if ctype not in JSON_TYPES and not ctype.endswith("+json"):
             raise BadRequest(415, f"Content-Type: {ctype!r}; send application/json")
         raw = self.rfile.read(length)
         try:

@@ -30,7 +30,7 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # subprocesses: stay on one core like the suite
     run.main(["--model", encoder, "--steps", "4", "--warmup-steps", "1", "--n-train", "64",
               "--n-eval", "24", "--n-predict", "24", "--max-length", "32", "--modes",
-              "dynamic,taskbert", "--idle-timeout", "0", "--peak-seconds", "0.5",
+              "dynamic,taskbert", "--tasks", "sentiment", "--idle-timeout", "0", "--peak-seconds", "0.5",
               "--out", str(tmp_path / "out")])
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
@@ -49,3 +49,18 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
     assert pred["taskbert"]["same_labels_as_pipeline"] == 1.0
     text = (out / "RESULTS.md").read_text()
     assert "(d) taskbert" in text and "predict ≥ 2× pipeline" in text
+
+
+def test_taskbert_side_token_classification_in_process(tiny_encoder):
+    """The NER path of the taskbert side: the step meter sees every step and tags are scored."""
+    from bench.run import load_wnut
+    from bench.taskbert_side import train_taskbert
+    from taskbert.plugins import get_plugin_manager
+
+    words, tags, ev_words, ev_tags = load_wnut(48, 16)
+    r = train_taskbert("token_classification", words, tags, ev_words, ev_tags, model=tiny_encoder,
+                       max_length=32, batch_size=8, max_steps=4, warmup_steps_excluded=1, lr=1e-3)
+    assert r["steps"] == 4 and r["timed_steps"] == 3
+    assert r["real_tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
+    assert 0 <= r["accuracy"] <= 1 and r["f1"] is not None
+    assert get_plugin_manager().get_plugin("bench-step-meter") is None  # unregistered afterwards

@@ -171,3 +171,15 @@ def test_scratch_max_length_over_positions_is_a_spec_error(corpus, tmp_path):
     with pytest.raises(SpecError, match="encoder.max_length: 48 exceeds task_options.scratch.max_positions 32"):
         run_spec(spec, str(tmp_path))
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_ready_specs_load():
+    from taskbert.spec import load_spec
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "task_specs")
+    mlm = load_spec(os.path.join(root, "mlm-wiki.yaml"))
+    assert mlm.task == "pretraining" and mlm.options.nsp and mlm.options.masking == "dynamic"
+    adapted = load_spec(os.path.join(root, "sentiment-adapted.yaml"))
+    # the fine-tuning spec starts from the pretraining run's best/
+    assert adapted.encoder.model == "../runs/mlm-wiki/best"
+    assert os.path.normpath(os.path.join(root, adapted.encoder.model)) == os.path.join(os.path.dirname(mlm.output), "mlm-wiki", "best")

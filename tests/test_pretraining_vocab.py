@@ -59,3 +59,8 @@ def test_vocab_command(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     bad = CliRunner().invoke(cli, ["vocab", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "v2")])
     assert bad.exit_code == 2 and "error: vocab:" in bad.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    busy = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(tmp_path / "busy")])
+    assert busy.exit_code == 2 and "holds other files" in busy.output
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"

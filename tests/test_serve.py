@@ -98,8 +98,12 @@ def test_protocol_errors(server):
     assert call(server, "GET", "/nope")[0] == 404
     assert call(server, "POST", "/elsewhere", {"inputs": ["a"]})[0] == 404
     assert call(server, "PUT", "/predict", {"inputs": ["a"]})[0] == 405
-    status, body = call(server, "POST", "/predict", "inputs=a", {"Content-Type": "application/x-www-form-urlencoded"})
+    status, body = call(server, "POST", "/predict", "--x--", {"Content-Type": "multipart/form-data; boundary=x"})
     assert status == 415 and "application/json" in body["error"]
+    # what curl -d sends without -H: a JSON body labelled as a form is read as JSON
+    status, body = call(server, "POST", "/predict", '{"inputs": ["great"]}',
+                        {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and body["predictions"][0]["label"] == "pos"
     assert raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 411
     assert raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")[0] == 400
     # a huge declared length is refused before any of the body is read
