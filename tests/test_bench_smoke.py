@@ -51,9 +51,18 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
     assert "(d) taskbert" in text and "predict ≥ 2× pipeline" in text
 
 
-def test_taskbert_side_token_classification_in_process(tiny_encoder):
+def test_taskbert_side_token_classification_in_process(tiny_encoder, tmp_path, monkeypatch):
     """The NER path of the taskbert side: the step meter sees every step and tags are scored."""
+    from bench import common
     from bench.run import load_wnut
+
+    # hermetic: a small CoNLL set written here instead of the prepared WNUT-16 files
+    folder = tmp_path / "data" / "wnut16"
+    folder.mkdir(parents=True)
+    sentence = "alice\tB-person\nwent\tO\nto\tO\nparis\tB-geo-loc\n\nbob\tB-person\nworks\tO\nat\tO\nacme\tB-company\n\n"
+    for name in ("train.txt", "validation.txt"):
+        (folder / name).write_text(sentence * 30)
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
     from bench.taskbert_side import train_taskbert
     from taskbert.plugins import get_plugin_manager
 
