@@ -17,6 +17,7 @@ The baseline is deliberately what a user gets from the documented recipes, run o
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -364,6 +365,7 @@ def _quick_check(max_steps: int, batch_size: int, modes: list[str], token_steps:
             eval_labels=tags[600:], max_steps=token_steps, batch_size=batch_size, peak_gflops=peak))
         print(f"token_classification (synthetic, group_by_length): {r['samples_per_s']:.1f} samples/s "
               f"(cpu share {r['cpu_share']:.0%}), MFU {r['mfu']:.1%}, word acc {r['accuracy']:.3f}, entity F1 {r['f1']}")
+    shutil.rmtree(save_dir, ignore_errors=True)
     print(f"total runtime: {time.perf_counter() - t_all:.1f} s")
 
 
