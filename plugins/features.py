@@ -191,6 +191,7 @@ def _write_stats(trainer, stats):
 
 @hookimpl
 def taskbert_register_tasks(register):
+    """``feature_classification``, and ``feature_tagging`` when the tagging plugin is there."""
     register(FeatureClassification)
     try:
         from .feature_tagging import FeatureTagging
@@ -236,6 +237,7 @@ def taskbert_train_end(trainer, metrics):
 
 @hookimpl
 def taskbert_register_commands(cli):
+    """``taskbert extract SPEC``."""
     import click
 
     from taskbert.cli import SET_HELP, friendly
