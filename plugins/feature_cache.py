@@ -21,6 +21,7 @@ import torch
 
 from taskbert import checkpoint as ckpt
 from taskbert.batching import collate, eval_batches
+from taskbert.data import file_sha256
 
 from .feature_heads import extract_batch
 
@@ -41,13 +42,6 @@ def default_cache_dir():
     return os.path.join(base, "taskbert", "features")
 
 
-def file_digest(path):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_fingerprint(module):
@@ -118,7 +112,7 @@ def open_store(folder, key):
             raise CacheDamaged(f"{name} is missing")
         if os.path.getsize(f) != want.get("bytes"):
             raise CacheDamaged(f"{name} has {os.path.getsize(f)} bytes, the manifest says {want.get('bytes')}")
-        if file_digest(f) != want.get("sha256"):
+        if file_sha256(f) != want.get("sha256"):
             raise CacheDamaged(f"{name} does not match its SHA-256 in the manifest")
     store = FeatureStore(folder, manifest)
     if list(store.features.shape) != manifest["shape"] or len(store) != manifest["rows"]:
@@ -158,7 +152,7 @@ def build_store(folder, key, encoder, rows, layer_ids, pooling, batch_size, pad_
         seconds = time.perf_counter() - t0
         np.save(os.path.join(tmp, "offsets.npy"), offsets)
         files = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
-                        "sha256": file_digest(os.path.join(tmp, name))} for name in FILES}
+                        "sha256": file_sha256(os.path.join(tmp, name))} for name in FILES}
         manifest = {"format": CACHE_FORMAT, "key": key, "rows": len(rows), "shape": list(shape),
                     "dtype": dtype, "files": files, "extract_seconds": round(seconds, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -64,9 +64,7 @@ class FeatureTagging(FeatureTask, TokenClassification):
     def build_head(self, encoder):
         self.configure(encoder)
         cfg = encoder.config
-        dropout = self.options.dropout
-        if dropout is None:
-            dropout = getattr(cfg, "hidden_dropout_prob", 0.1)
+        dropout = self.head_dropout(cfg)
         return TagFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
                               len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
 

@@ -67,6 +67,12 @@ class FeatureTask:
     def trainable_encoder(self):
         return False
 
+    def head_dropout(self, config):
+        """The head's dropout: task_options.dropout, else the encoder's hidden dropout."""
+        if self.options.dropout is not None:
+            return self.options.dropout
+        return getattr(config, "hidden_dropout_prob", 0.1)
+
     def configure(self, encoder):
         """Resolve the layer choice against the encoder's depth (``build_head`` calls it)."""
         self.num_layers = encoder.config.num_hidden_layers
@@ -177,9 +183,7 @@ class FeatureClassification(FeatureTask, SentenceClassification):
     def build_head(self, encoder):
         self.configure(encoder)
         cfg = encoder.config
-        dropout = self.options.dropout
-        if dropout is None:
-            dropout = getattr(cfg, "hidden_dropout_prob", 0.1)
+        dropout = self.head_dropout(cfg)
         return SentenceFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
                                    len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
 

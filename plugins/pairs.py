@@ -154,12 +154,6 @@ class SentencePair(TextLabelTask):
             rows.append(row)
         return rows
 
-    def encode(self, example, tokenizer, max_length):
-        rows = self.encode_all([example], tokenizer, max_length)
-        for row in rows:
-            row.pop("example_index")
-        return rows
-
     # ---------------------------------------------------------------- model
     def build_head(self, encoder):
         if not self.regression:

@@ -179,12 +179,6 @@ class ExtractiveQA(Task):
         """Answers are spans, not categories: no label distribution."""
         return None
 
-    def encode(self, example, tokenizer, max_length):
-        rows = self.encode_all([example], tokenizer, max_length)
-        for row in rows:
-            row.pop("example_index")
-        return rows
-
     # ---------------------------------------------------------------- model
     def build_head(self, encoder):
         return QAHead(encoder.config.hidden_size)

@@ -7,7 +7,6 @@ the optimizer file holds only tensors and plain data and is read with
 ``torch.load(weights_only=True)``, so loading a checkpoint never runs code from it.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import tempfile
 import torch
 from safetensors.torch import load_file, save_file
 
+from .data import file_sha256
 from .errors import DataError
 
 MODEL_FILE = "model.safetensors"
@@ -220,12 +220,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def step_folder(root, step):
@@ -265,7 +259,7 @@ def verify_checkpoint(folder):
         size = os.path.getsize(file)
         if size != want["bytes"]:
             return f"{name} is {size} bytes, {MANIFEST} says {want['bytes']}"
-        if _sha256(file) != want["sha256"]:
+        if file_sha256(file) != want["sha256"]:
             return f"{name} does not match its SHA-256 in {MANIFEST}"
     return None
 
@@ -297,7 +291,7 @@ def save_training_state(root, model, optimizer, scheduler, state, rng, keep=KEEP
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=2)
         files = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
-                        "sha256": _sha256(os.path.join(tmp, name))} for name in sorted(os.listdir(tmp))}
+                        "sha256": file_sha256(os.path.join(tmp, name))} for name in sorted(os.listdir(tmp))}
         fsync_tree(tmp)  # the data is on disk before the manifest says it is complete
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump({"step": state["step"], "files": files}, fh, indent=2)

@@ -99,8 +99,14 @@ class Task:
         Every row needs ``input_ids`` (list of int); ``token_type_ids`` and fields named
         in ``pad_fields`` are padded per batch; ints and floats become tensors; any other
         value stays a Python list in the batch (use it for offsets and bookkeeping).
+        A task that overrides only :meth:`encode_all` gets this method for free.
         """
-        raise NotImplementedError
+        if type(self).encode_all is Task.encode_all:
+            raise NotImplementedError(f"{type(self).__name__} implements neither encode nor encode_all")
+        rows = self.encode_all([example], tokenizer, max_length)
+        for row in rows:
+            row.pop("example_index", None)
+        return rows
 
     def encode_all(self, examples, tokenizer, max_length):
         """Encode many examples (override to batch the tokenizer); returns rows, each

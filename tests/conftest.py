@@ -1,8 +1,6 @@
 """Shared fixtures: a tiny random encoder and a learnable synthetic sentiment set."""
 
-import json
 import os
-import random
 
 import pytest
 import torch
@@ -13,9 +11,9 @@ torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-POS = "good great fine superb lovely nice".split()
-NEG = "bad awful poor terrible ugly nasty".split()
-FILLER = "the movie was plot actor scene film a an and it".split()
+from taskbert.testing import FILLER, write_polarity_data  # noqa: E402
+from taskbert.testing import NEGATIVE as NEG  # noqa: E402
+from taskbert.testing import POSITIVE as POS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,14 +28,7 @@ def tiny_encoder(tmp_path_factory):
 
 def write_sentiment(path, n, seed):
     """Texts of filler words plus one polar word; the label follows the polar word."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as fh:
-        for _ in range(n):
-            positive = rng.random() < 0.5
-            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 12))]
-            words.insert(rng.randrange(len(words) + 1), rng.choice(POS if positive else NEG))
-            fh.write(json.dumps({"text": " ".join(words), "label": "pos" if positive else "neg"}) + "\n")
-    return str(path)
+    return write_polarity_data(path, n, seed)
 
 
 @pytest.fixture()

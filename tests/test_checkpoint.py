@@ -150,7 +150,7 @@ def test_checkpoint_that_holds_code_is_refused(finished, tmp_path):
     with open(manifest, encoding="utf-8") as fh:
         info = json.load(fh)
     file = os.path.join(newest, "optimizer.pt")
-    info["files"]["optimizer.pt"] = {"bytes": os.path.getsize(file), "sha256": ckpt._sha256(file)}
+    info["files"]["optimizer.pt"] = {"bytes": os.path.getsize(file), "sha256": ckpt.file_sha256(file)}
     with open(manifest, "w", encoding="utf-8") as fh:
         json.dump(info, fh)
     result = CliRunner().invoke(cli, ["run", path, "--resume"])
