@@ -271,15 +271,17 @@ def _dump(res, path):
 def main(argv=None):
     """Parse options, run every configuration, write results.json and RESULTS.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=60, help="optimizer steps per configuration")
-    ap.add_argument("--warmup-steps", type=int, default=5, help="first steps left out of the timing")
+    ap.add_argument("--steps", type=int, help="optimizer steps per configuration "
+                    "(default: two epochs of --n-train)")
+    ap.add_argument("--warmup-steps", type=int, help="first steps left out of the timing (default: "
+                    "one epoch, so every configuration is timed on the same texts: its second epoch)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--predict-batch-size", type=int, default=64, help="taskbert predict's batch")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--lr", type=float, default=5e-5, help="sentiment learning rate")
     ap.add_argument("--ner-lr", type=float, default=1e-4, help="NER learning rate")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-train", type=int, default=1024)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--n-predict", type=int, default=500)
     ap.add_argument("--tasks", default="sentiment,ner")
@@ -294,6 +296,9 @@ def main(argv=None):
     ap.add_argument("--no-markdown", action="store_true", help="write results.json only")
     args = ap.parse_args(argv)
     args.modes = args.modes.split(",")
+    epoch = math.ceil(args.n_train / args.batch_size)
+    args.steps = args.steps or 2 * epoch
+    args.warmup_steps = epoch if args.warmup_steps is None else args.warmup_steps
     import torch
 
     t_all = time.perf_counter()

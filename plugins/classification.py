@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from taskbert import DataError, Task, hookimpl
+from taskbert.fastpath import encode_first_token
 from taskbert.task import softmax_list
 
 
@@ -126,6 +127,13 @@ class TextLabelTask(Task):
         if dropout is None:
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         return ClassificationHead(cfg.hidden_size, len(self.labels), dropout)
+
+    def forward(self, encoder, head, batch):
+        # the head reads position 0 only: the encoder's last layer runs for that position
+        # alone (same outputs and gradients; see taskbert.fastpath)
+        out = encode_first_token(encoder, batch["input_ids"], batch["attention_mask"],
+                                 batch.get("token_type_ids"))
+        return head(out, batch)
 
     def loss(self, out, batch):
         return nn.functional.cross_entropy(out["logits"], batch["label"], ignore_index=-100)

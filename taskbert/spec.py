@@ -82,6 +82,8 @@ class TrainSpec:
     metric: Optional[str] = field(default=None, metadata={
         "help": "validation metric that picks the best model; the task's default if unset"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dropout_masks: Literal["auto", "hash", "torch"] = field(default="auto", metadata={
+        "help": "hash: counter-based masks on all cores (CPU); torch: torch's generator; auto: hash on CPU"})
     threads: Optional[int] = field(default=None, metadata={"min": 1})
     loggers: tuple[str, ...] = ("console",)
 

@@ -28,6 +28,7 @@ from .checkpoint import rng_state, set_rng_state
 from .distributed import World
 from .inference import run_inference  # noqa: F401  (predict.py and plugins import it from here)
 from .errors import RunError, SpecError
+from .fastpath import apply_dropout_setting
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -135,6 +136,7 @@ class Trainer:
         """Run the whole schedule; return the final metrics of every evaluated split."""
         t = self.spec.train
         model = self.model.to(self.device)
+        apply_dropout_setting(model, t.dropout_masks, self.device)  # hashed masks on CPU
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
         batches_per_epoch = math.ceil(len(self.lengths) / t.batch_size)
         steps_per_epoch = max(1, batches_per_epoch // t.grad_accum)
