@@ -115,6 +115,20 @@ def wait_for_idle(max_busy: float = 0.2, timeout: float = 300.0, interval: float
 # --------------------------------------------------------------------------- FLOPs
 
 
+def timed_median(fn, repeats: int = 5):
+    """Call ``fn()`` ``repeats`` times; return (median wall seconds, the matching CPU seconds,
+    the last result). One call of a few seconds on a shared VM varies by up to ±25% from one
+    run to the next; the median of several is steady, and both sides of a comparison use it."""
+    runs = []
+    for _ in range(max(1, repeats)):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        runs.append((time.perf_counter() - t, time.process_time() - c))
+    runs.sort()
+    wall, cpu = runs[len(runs) // 2]
+    return wall, cpu, out
+
+
 def count_nonembedding_params(model) -> int:
     """Number of parameters outside ``nn.Embedding`` modules (word, position, token-type tables).
 

@@ -291,12 +291,14 @@ def _score(pred, task: str, id2label: dict[int, str]) -> dict:
 # --------------------------------------------------------------------------- inference
 
 
-def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, warmup: int = 32) -> dict:
+def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, warmup: int = 32,
+                        repeats: int = 5) -> dict:
     """Time ``pipeline("text-classification", device=-1, batch_size=...)`` over ``texts``.
 
     The model loads in fp32 explicitly (``dtype="auto"`` would follow the checkpoint, and bf16 is
     ~6x slower on CPUs without bf16 units). The first ``warmup`` texts are run once untimed so
-    first-call allocation is not counted; then every text is timed in one call, as a user would.
+    first-call allocation is not counted; then every text is timed in one call, as a user would,
+    ``repeats`` times (the median counts: :func:`bench.common.timed_median`).
     Inputs longer than the model's limit are truncated. Returns ``sentences_per_s``, ``seconds``,
     ``load_s``, ``cpu_share`` (as in :func:`train_hf`),
     ``labels`` (predicted label names, in input order), ``n``, ``peak_rss_mb``.
@@ -310,9 +312,7 @@ def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, 
     load_s = time.perf_counter() - t0
     if warmup:
         clf(list(texts[:warmup]), truncation=True)
-    t1, c1 = time.perf_counter(), time.process_time()
-    outputs = clf(list(texts), truncation=True)
-    seconds, cpu_seconds = time.perf_counter() - t1, time.process_time() - c1
+    seconds, cpu_seconds, outputs = common.timed_median(lambda: clf(list(texts), truncation=True), repeats)
     threads = torch.get_num_threads()
     return {
         "sentences_per_s": len(texts) / seconds, "seconds": seconds, "load_s": load_s,

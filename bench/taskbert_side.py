@@ -185,11 +185,12 @@ def train_taskbert(
 
 
 def predict_taskbert(run_dir: str, texts: list[str], batch_size: int = 32, warmup: int = 32,
-                     quantize: bool = False) -> dict:
+                     quantize: bool = False, repeats: int = 5) -> dict:
     """Time ``taskbert predict``'s path (``load_run`` + ``predict_examples``) over ``texts``.
 
     Mirrors ``hf_baseline.predict_hf_pipeline``: ``warmup`` texts run once untimed, then every
-    text in one timed call (tokenization, batching, model and decoding all inside the timer).
+    text in one timed call (tokenization, batching, model and decoding all inside the timer),
+    ``repeats`` times, the median counting.
     ``quantize`` applies ``torch.ao.quantization.quantize_dynamic`` (int8 ``nn.Linear``) to the
     loaded model first. Returns ``sentences_per_s``, ``seconds``, ``load_s``, ``cpu_share``,
     ``labels`` (in input order), ``n``, ``peak_rss_mb``.
@@ -209,9 +210,8 @@ def predict_taskbert(run_dir: str, texts: list[str], batch_size: int = 32, warmu
     load_s = time.perf_counter() - t0
     if warmup:
         predict_examples(loaded, examples[:warmup], batch_size=batch_size)
-    t1, c1 = time.perf_counter(), time.process_time()
-    preds = predict_examples(loaded, examples, batch_size=batch_size)
-    seconds, cpu_seconds = time.perf_counter() - t1, time.process_time() - c1
+    seconds, cpu_seconds, preds = common.timed_median(
+        lambda: predict_examples(loaded, examples, batch_size=batch_size), repeats)
     threads = torch.get_num_threads()
     return {
         "sentences_per_s": len(texts) / seconds, "seconds": seconds, "load_s": load_s,

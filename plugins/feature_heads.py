@@ -103,11 +103,19 @@ def extract_batch(encoder, batch, layer_ids, pooling):
     the model around it is training.
     """
     was_training = encoder.training
+    stack = getattr(getattr(encoder, "encoder", None), "layer", None)   # BERT-shaped encoders
+    top = max(layer_ids)
+    cut = isinstance(stack, nn.ModuleList) and min(layer_ids) >= 0 and top < len(stack)
     encoder.eval()
     try:
+        if cut:  # layers above the highest one asked for do not run (hidden_states[i] is layer i's
+            # output; the embeddings are recorded as the first layer's input, so one layer stays)
+            encoder.encoder.layer = stack[:max(top, 1)]
         out = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
     finally:
+        if cut:
+            encoder.encoder.layer = stack
         encoder.train(was_training)
     hidden = torch.stack([out.hidden_states[i] for i in layer_ids], dim=2)   # (batch, seq, layers, dim)
     result = []

@@ -270,7 +270,7 @@ def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=Non
     from taskbert.plugins import get_plugin_manager, registries
     from taskbert.run import prepare
     from taskbert.spec import load_spec
-    from taskbert.trainer import pick_device
+    from taskbert.optim import pick_device
 
     spec = load_spec(spec_file, overrides)
     task_cls = registries().tasks.get(spec.task)

@@ -59,7 +59,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
     from taskbert.run import prepare
     from taskbert.spec import load_spec
     from taskbert.task import TaskModel
-    from taskbert.trainer import build_optimizer, seed_everything
+    from taskbert.optim import build_optimizer, seed_everything
     from taskbert_plugins import feature_cache as fc
 
     spec = load_spec(path, overrides)

@@ -199,7 +199,7 @@ def compare(loaded, onnx_model, examples):
     """Run torch and ONNX Runtime on ``examples``: the share of predictions whose
     non-float parts (labels, tags, spans) are equal, and the largest gap between the
     per-row results of the task's ``collect`` (unrounded probabilities or scores)."""
-    from .trainer import run_inference
+    from .inference import run_inference
 
     rows = _sample_rows(loaded, examples)
     ours, _ = run_inference(loaded.model, loaded.task, rows, 64,

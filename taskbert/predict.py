@@ -82,7 +82,8 @@ def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
 
 def predict_examples(loaded, examples, batch_size=64):
     """One prediction dict per example."""
-    from .trainer import pick_device, run_inference
+    from .inference import run_inference
+    from .optim import pick_device
 
     device = pick_device()
     loaded.model.to(device)

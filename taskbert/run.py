@@ -215,7 +215,8 @@ def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
     from .task import TaskModel
-    from .trainer import Trainer, seed_everything
+    from .optim import seed_everything
+    from .trainer import Trainer
 
     task, examples = prepared.task, prepared.examples
     hook = get_plugin_manager().hook

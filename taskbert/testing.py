@@ -4,13 +4,16 @@
   parameters and a WordPiece tokenizer over ``words``, saved as a model folder any spec
   can name in ``encoder.model`` — no network, trains in seconds on a CPU.
 * ``run_spec(spec_dict, folder)``: write a spec into ``folder`` and run it, returning the
-  final metrics and the run folder.
+  final metrics and the run folder (``write_spec`` only writes it).
 * ``write_polarity_data(path, n, seed)``: a learnable synthetic sentiment set (jsonl) over
   ``TINY_WORDS``; ``tiny_encoder`` and ``polarity_data`` are pytest fixtures over it, for a
   plugin's tests: ``from taskbert.testing import tiny_encoder, polarity_data``.
 * ``check_task_class(cls)``: the contract checks the core relies on, as one call.
+* ``crash_at(step)``: a context in which a run raises :class:`Crash` right after its first
+  metrics line of ``step``, to test that a plugin's state survives ``--resume``.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,11 +21,15 @@ import random
 
 import yaml
 
+from .hookspecs import hookimpl
+
 POSITIVE = "good great fine superb lovely nice".split()
 NEGATIVE = "bad awful poor terrible ugly nasty".split()
 FILLER = "the movie was plot actor scene film a an and it".split()
+#: names and places for tagging examples ("alice works at acme corp")
+NAMES = "alice bob paris london went to in lives works at acme corp".split()
 #: every word of the synthetic data; the tiny encoder's vocabulary covers them
-TINY_WORDS = POSITIVE + NEGATIVE + FILLER
+TINY_WORDS = POSITIVE + NEGATIVE + FILLER + NAMES
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -70,16 +77,21 @@ def make_tiny_encoder(folder, words, hidden=32, layers=2, heads=2, max_positions
     return folder
 
 
+def write_spec(spec, folder, name="spec.yaml"):
+    """Write ``spec`` (a dict) as YAML to ``folder/name`` (folder made if missing); return the path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(spec, fh, sort_keys=False)
+    return path
+
+
 def run_spec(spec, folder, name="spec.yaml", overrides=(), overwrite=True):
     """Write ``spec`` (a dict) to ``folder/name``, run it, return (metrics, run folder)."""
     from .run import execute
     from .spec import load_spec
 
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(spec, fh, sort_keys=False)
-    loaded = load_spec(path, overrides)
+    loaded = load_spec(write_spec(spec, folder, name), overrides)
     metrics = execute(loaded, overwrite=overwrite)
     return metrics, loaded.output
 
@@ -124,6 +136,34 @@ def check_task_class(cls):
                 method == "encode" and cls.encode_all is not Task.encode_all):
             raise AssertionError(f"{cls.__name__} must override Task.{method}")
     cls()  # the default options must build
+
+
+class Crash(Exception):
+    """What :func:`crash_at` raises in place of a crash."""
+
+
+class _CrashAt:
+    def __init__(self, step):
+        self.step = step
+
+    @hookimpl
+    def taskbert_log_metrics(self, trainer, step, metrics):
+        if step == self.step and not metrics.get("final"):
+            raise Crash(step)
+
+
+@contextlib.contextmanager
+def crash_at(step):
+    """Runs started inside raise :class:`Crash` right after their first metrics line of
+    optimizer step ``step`` (the line is written; the checkpoint of that step is not)."""
+    from .plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.register(_CrashAt(step), name="taskbert-testing-crash")
+    try:
+        yield
+    finally:
+        pm.unregister(name="taskbert-testing-crash")
 
 
 try:  # fixtures for plugin test suites; taskbert itself runs without pytest

@@ -11,30 +11,15 @@ torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from taskbert.testing import FILLER, write_polarity_data  # noqa: E402
-from taskbert.testing import NEGATIVE as NEG  # noqa: E402
-from taskbert.testing import POSITIVE as POS  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory):
-    """A saved tiny BERT whose vocabulary covers the synthetic words."""
-    from taskbert.testing import make_tiny_encoder
-
-    folder = tmp_path_factory.mktemp("encoder")
-    extra = "alice bob paris london went to in lives works at acme corp".split()
-    return make_tiny_encoder(str(folder), POS + NEG + FILLER + extra)
-
-
-def write_sentiment(path, n, seed):
-    """Texts of filler words plus one polar word; the label follows the polar word."""
-    return write_polarity_data(path, n, seed)
+from taskbert.testing import run_spec, tiny_classification_spec, write_polarity_data  # noqa: E402
+from taskbert.testing import tiny_encoder  # noqa: E402,F401  (the session fixture plugins use too)
 
 
 @pytest.fixture()
 def sentiment_data(tmp_path):
     """(train, validation) jsonl files of the synthetic sentiment task."""
-    return write_sentiment(tmp_path / "train.jsonl", 400, 1), write_sentiment(tmp_path / "dev.jsonl", 100, 2)
+    return (write_polarity_data(tmp_path / "train.jsonl", 400, 1),
+            write_polarity_data(tmp_path / "dev.jsonl", 100, 2))
 
 
 @pytest.fixture()
@@ -49,3 +34,16 @@ def classification_spec(tiny_encoder, sentiment_data, tmp_path):
                   "loggers": []},
         "output": str(tmp_path / "run"),
     }
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_encoder, tmp_path_factory):
+    """The run folder of a tiny sentiment model that learned its task (shared by the export,
+    serve and predict-parity tests; they only read it)."""
+    folder = tmp_path_factory.mktemp("trained")
+    train = write_polarity_data(folder / "train.jsonl", 400, 1)
+    dev = write_polarity_data(folder / "dev.jsonl", 60, 2)
+    metrics, run_dir = run_spec(tiny_classification_spec(tiny_encoder, train, dev, folder / "run", epochs=4),
+                                str(folder))
+    assert metrics["validation/accuracy"] > 0.8  # parity checks need a model that learned something
+    return run_dir

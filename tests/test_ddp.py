@@ -16,20 +16,18 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from safetensors.torch import load_file
 
 from taskbert.distributed import World
 from taskbert.run import execute
 from taskbert.spec import load_spec
-from taskbert.testing import write_polarity_data
+from taskbert.testing import write_polarity_data, write_spec
 from taskbert.trainer import TIMING_FIELDS
 
 
-def write_spec(folder, tiny_encoder, data):
+def ddp_spec(folder, tiny_encoder, data):
     """241 training rows in global batches of 8: the last batch has one row, so rank 1
     gets none of it; 37 validation rows in evaluation batches of 8 (5 batches: 3 + 2)."""
-    os.makedirs(folder, exist_ok=True)
     spec = {"task": "sentence_classification",
             "encoder": {"model": tiny_encoder, "max_length": 32},
             "data": {"train": data[0], "validation": data[1]},
@@ -37,10 +35,7 @@ def write_spec(folder, tiny_encoder, data):
             "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 1e-2, "log_every": 5,
                       "eval_every": 10, "seed": 7, "threads": 1, "loggers": []},
             "output": os.path.join(folder, "run")}
-    path = os.path.join(folder, "spec.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(spec, fh)
-    return path
+    return write_spec(spec, folder)
 
 
 def records(run_dir):
@@ -54,7 +49,7 @@ def one_process(tmp_path_factory, tiny_encoder):
     folder = tmp_path_factory.mktemp("ddp")
     data = (write_polarity_data(folder / "train.jsonl", 241, 3),
             write_polarity_data(folder / "dev.jsonl", 37, 4))
-    one = load_spec(write_spec(str(folder / "one"), tiny_encoder, data))
+    one = load_spec(ddp_spec(str(folder / "one"), tiny_encoder, data))
     final = execute(one)
     assert final["validation/accuracy"] > 0.8  # it learns (chance is about 0.5)
     return data, one.output
@@ -62,7 +57,7 @@ def one_process(tmp_path_factory, tiny_encoder):
 
 def launch(command, folder, tiny_encoder, data):
     """Run ``command + [taskbert run spec]`` in a fresh environment; return the run folder."""
-    spec = write_spec(folder, tiny_encoder, data)
+    spec = ddp_spec(folder, tiny_encoder, data)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     proc = subprocess.run([*command, "-m", "taskbert", "run", spec], env=env, capture_output=True,
                           text=True, timeout=300)

@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from taskbert.cli import cli
-from taskbert.testing import run_spec, tiny_classification_spec, write_polarity_data
 
 pytest.importorskip("onnxruntime", reason="install the test extra: pip install -e '.[test]'")
 pytest.importorskip("onnx")
@@ -19,14 +18,8 @@ TEXTS = ["the movie was great", "an awful plot", "superb",
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_encoder, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export")
-    train = write_polarity_data(folder / "train.jsonl", 400, 1)
-    dev = write_polarity_data(folder / "dev.jsonl", 60, 2)
-    metrics, run_dir = run_spec(tiny_classification_spec(tiny_encoder, train, dev, folder / "run", epochs=4),
-                                str(folder))
-    assert metrics["validation/accuracy"] > 0.8  # parity of a model that learned something
-    return run_dir
+def trained(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")

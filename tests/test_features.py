@@ -75,6 +75,24 @@ def test_each_layer_choice_matches_hidden_states_by_hand(loaded):
         assert torch.allclose(combiner(units[1])[0], want[1, 0], atol=1e-5), choice
 
 
+def test_layers_above_the_chosen_ones_do_not_run(loaded):
+    encoder, _ = loaded
+    batch, _ = by_hand(loaded, ["the cat sees a dog"])
+    batch["unit_spans"] = [[[0, 1]]]
+    ran = []
+    hooks = [layer.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+             for i, layer in enumerate(encoder.encoder.layer)]
+    try:
+        for choice, want in (("embeddings", [0]), ("second_to_last", [0, 1, 2]), ("last", [0, 1, 2, 3])):
+            ran.clear()
+            extract_batch(encoder, batch, layer_indices(choice, 4), "first")
+            assert ran == want, choice
+            assert len(encoder.encoder.layer) == 4   # the stack is whole again afterwards
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def test_layer_choice_needs_enough_layers():
     assert layer_indices("last", 2) == [2] and layer_indices("mean_all", 2) == [0, 1, 2]
     with pytest.raises(SpecError, match="'sum_last_four' needs an encoder with at least 4 layers; this one has 2"):

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from taskbert.hookspecs import hookimpl
 from taskbert.testing import make_tiny_encoder, run_spec
 
-from conftest import FILLER, NEG, POS
+from taskbert.testing import FILLER
+from taskbert.testing import NEGATIVE as NEG
+from taskbert.testing import POSITIVE as POS
 
 NOUNS = "cat dog house tree car".split()
 AMBIGUOUS = "run walk talk".split()   # a noun after "the", a verb after a noun

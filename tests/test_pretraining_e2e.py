@@ -26,7 +26,9 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    from conftest import FILLER, NEG, POS
+    from taskbert.testing import FILLER
+    from taskbert.testing import NEGATIVE as NEG
+    from taskbert.testing import POSITIVE as POS
 
     # the sentiment words too, so the adapted encoder can be fine-tuned on them
     return make_tiny_encoder(str(tmp_path_factory.mktemp("enc")), WORDS + POS + NEG + FILLER, max_positions=64)
@@ -111,7 +113,7 @@ def test_best_loads_as_bert_for_pretraining_with_the_same_outputs(pretrained):
 
 
 def test_fine_tuning_spec_starts_from_the_adapted_encoder(pretrained, tmp_path):
-    from conftest import write_sentiment
+    from taskbert.testing import write_polarity_data
     from transformers import AutoModel
 
     from taskbert.encoder import load_model
@@ -125,8 +127,8 @@ def test_fine_tuning_spec_starts_from_the_adapted_encoder(pretrained, tmp_path):
     assert torch.equal(load_model(best).embeddings.word_embeddings.weight,
                        saved["bert.embeddings.word_embeddings.weight"])
     spec = {"task": "sentence_classification", "encoder": {"model": best, "max_length": 32},
-            "data": {"train": write_sentiment(tmp_path / "t.jsonl", 400, 1),
-                     "validation": write_sentiment(tmp_path / "d.jsonl", 80, 2)},
+            "data": {"train": write_polarity_data(tmp_path / "t.jsonl", 400, 1),
+                     "validation": write_polarity_data(tmp_path / "d.jsonl", 80, 2)},
             "train": {"epochs": 5, "batch_size": 16, "lr": 1.0e-3, "seed": 3, "loggers": []},
             "output": str(tmp_path / "cls")}
     metrics, _ = run_spec(spec, str(tmp_path))

@@ -5,29 +5,11 @@ import os
 
 import pytest
 
-from taskbert import hookimpl
-from taskbert.plugins import get_plugin_manager
 from taskbert.run import execute
 from taskbert.spec import spec_from_dict
-from taskbert.testing import make_tiny_encoder
+from taskbert.testing import Crash, crash_at, make_tiny_encoder
 from test_pretraining_e2e import read_jsonl
 from test_pretraining_text import WORDS, documents, write_corpus
-
-
-class Crash(Exception):
-    """Stands in for a crash right after a metrics line was written."""
-
-
-class CrashAt:
-    """A plugin that raises in the logger hook at one step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    @hookimpl
-    def taskbert_log_metrics(self, trainer, step, metrics):
-        if step == self.step and "train/loss" in metrics:
-            raise Crash(step)
 
 
 def make_spec(folder, encoder, corpus):
@@ -48,13 +30,8 @@ def test_crash_then_resume_replays_the_dynamic_masks(tmp_path):
     reference = make_spec(str(tmp_path / "ref"), encoder, corpus)
     execute(reference)
     crashed = make_spec(str(tmp_path / "crash"), encoder, corpus)
-    pm = get_plugin_manager()
-    pm.register(CrashAt(8), name="crash-test")
-    try:
-        with pytest.raises(Crash):
-            execute(crashed)
-    finally:
-        pm.unregister(name="crash-test")
+    with crash_at(8), pytest.raises(Crash):
+        execute(crashed)
     execute(crashed, resume=True)
 
     def clean(run):

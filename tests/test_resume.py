@@ -18,14 +18,11 @@ import sys
 import time
 
 import pytest
-import yaml
 
 from taskbert import checkpoint as ckpt
-from taskbert import hookimpl
-from taskbert.plugins import get_plugin_manager
 from taskbert.run import execute
 from taskbert.spec import load_spec
-from taskbert.testing import write_polarity_data
+from taskbert.testing import Crash, crash_at, write_polarity_data, write_spec
 from taskbert.trainer import TIMING_FIELDS
 
 
@@ -37,9 +34,8 @@ def data(tmp_path_factory):
             write_polarity_data(folder / "dev.jsonl", 37, 2))
 
 
-def write_spec(folder, tiny_encoder, data, **train):
+def resume_spec(folder, tiny_encoder, data, **train):
     """A 45-step run: checkpoints every 3 steps, a log line every 4, evaluation every 10."""
-    os.makedirs(folder, exist_ok=True)
     spec = {
         "task": "sentence_classification",
         "encoder": {"model": tiny_encoder, "max_length": 32},
@@ -50,10 +46,7 @@ def write_spec(folder, tiny_encoder, data, **train):
                   "loggers": ["csv"], **train},
         "output": os.path.join(folder, "run"),
     }
-    path = os.path.join(folder, "spec.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(spec, fh)
-    return path
+    return write_spec(spec, folder)
 
 
 def metrics_without_timing(run_dir):
@@ -92,14 +85,14 @@ def assert_same_run(got, want, context=""):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_encoder, data):
     """The uninterrupted run (in this process; one torch thread, as in the subprocesses)."""
-    spec = load_spec(write_spec(str(tmp_path_factory.mktemp("reference")), tiny_encoder, data))
+    spec = load_spec(resume_spec(str(tmp_path_factory.mktemp("reference")), tiny_encoder, data))
     final = execute(spec)
     assert final["validation/accuracy"] > 0.8  # it learns: chance is about 0.5
     return spec.output
 
 
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, tiny_encoder, data, reference):
-    path = write_spec(str(tmp_path / "killed"), tiny_encoder, data)
+    path = resume_spec(str(tmp_path / "killed"), tiny_encoder, data)
     run_dir = os.path.join(os.path.dirname(path), "run")
     lines_total = len(metrics_without_timing(reference))
     kill_at = random.randint(1, lines_total - 4)  # metrics lines seen before SIGKILL
@@ -128,35 +121,14 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, tiny_en
     assert_same_run(run_dir, reference, context)
 
 
-class Crash(Exception):
-    """Stands in for a crash right after a metrics line was written."""
-
-
-class CrashAt:
-    """A plugin that raises in the logger hook at one step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    @hookimpl
-    def taskbert_log_metrics(self, trainer, step, metrics):
-        if step == self.step and not metrics.get("final"):
-            raise Crash(step)
-
-
 @pytest.mark.parametrize("crash_step", [12, 20])
 def test_crash_between_log_line_and_checkpoint_then_resume(tmp_path, tiny_encoder, data, reference,
                                                            crash_step):
     """Step 12 logs mid-epoch between checkpoints (9 and 12); at step 20 the run dies after
     the evaluation line and before that step's checkpoint, so the resumed run must drop
     lines from metrics.jsonl and evaluate again."""
-    spec = load_spec(write_spec(str(tmp_path / "crash"), tiny_encoder, data))
-    pm = get_plugin_manager()
-    pm.register(CrashAt(crash_step), name="crash-test")
-    try:
-        with pytest.raises(Crash):
-            execute(spec)
-    finally:
-        pm.unregister(name="crash-test")
+    spec = load_spec(resume_spec(str(tmp_path / "crash"), tiny_encoder, data))
+    with crash_at(crash_step), pytest.raises(Crash):
+        execute(spec)
     execute(spec, resume=True)
     assert_same_run(spec.output, reference, f"(crash at step {crash_step})")
