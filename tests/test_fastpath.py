@@ -149,6 +149,15 @@ def test_first_token_pass_matches_the_full_encoder_outputs_and_gradients():
         assert torch.allclose(ga, gb, atol=1e-5), name
 
 
+def test_first_token_pass_is_kept_under_autocast():
+    model = _tiny_bert().train()
+    ids, mask, types = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fp.encode_first_token(model, ids, mask, types)
+    assert model._taskbert_first_token is True and out.last_hidden_state.shape == (4, 1, 32)
+    assert model.training   # the one-time check restores the mode
+
+
 def test_first_token_pass_falls_back_for_other_encoders():
     calls = []
 
