@@ -26,7 +26,7 @@ from .checkpoint import rng_state, set_rng_state
 from .distributed import World
 from .inference import run_inference
 from .errors import RunError, SpecError
-from .fastpath import apply_dropout_setting
+from .fastpath import apply_dropout_setting, keep_freed_memory
 from .optim import build_optimizer, linear_schedule, pick_precision
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
@@ -76,6 +76,7 @@ class Trainer:
         t = self.spec.train
         model = self.model.to(self.device)
         apply_dropout_setting(model, t.dropout_masks, self.device)  # hashed masks on CPU
+        keep_freed_memory()  # no page faults for re-allocated large blocks (glibc)
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
         batches_per_epoch = math.ceil(len(self.lengths) / t.batch_size)
         steps_per_epoch = max(1, batches_per_epoch // t.grad_accum)

@@ -173,3 +173,22 @@ def test_first_token_pass_falls_back_for_other_encoders():
     out = fp.encode_first_token(enc, ids, mask)
     assert out["last_hidden_state"].shape == (4, 9, 4) and calls == [(4, 9)]
     assert enc._taskbert_first_token is False
+
+
+def test_keep_freed_memory_respects_the_users_malloc_settings(monkeypatch):
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr("ctypes.CDLL", lambda name: FakeLibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert fp.keep_freed_memory() is True
+    assert calls == [(-3, 256 << 20), (-1, 512 << 20)]
+    calls.clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+    assert fp.keep_freed_memory() is False and calls == []
