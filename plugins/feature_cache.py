@@ -42,8 +42,6 @@ def default_cache_dir():
     return os.path.join(base, "taskbert", "features")
 
 
-
-
 def weights_fingerprint(module):
     """SHA-256 over every parameter and buffer (name, dtype, shape, bytes): a changed
     weight makes a new cache even when the model's path stays the same."""

@@ -220,8 +220,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-
-
 def step_folder(root, step):
     """``root/step-00000042``: zero-padded so names sort like steps."""
     return os.path.join(root, f"{STEP_PREFIX}{step:08d}")

@@ -1,13 +1,13 @@
 """Training fast paths that keep every result's meaning: measured costs, cut.
 
-Two costs measured in a MiniLM-L6 training step on a 2-core CPU (batch 32, about 27 tokens
-a row; ``bench/`` has the figures):
+Three costs measured in a MiniLM-L6 training step on a 2-core CPU (batch 32, about 27 tokens
+a row; ``bench/README.md`` has the figures):
 
 * **Dropout masks** took 9% of the step: torch's CPU ``bernoulli_`` draws from one
   Mersenne-Twister stream on one core. :class:`HashDropout` draws the same Bernoulli(1 - p)
   keep mask from a counter-based hash (``lowbias32`` of the element index, keyed by two
-  numbers drawn from torch's generator, two 16-bit uniforms per hash) computed as vectorised int32 tensor ops on every core, and
-  scales kept values by 1 / (1 - p) as ``nn.Dropout`` does. The keys come from torch's
+  numbers drawn from torch's generator, two 16-bit uniforms per hash) computed as vectorised
+  int32 tensor ops on every core, and scales kept values by 1 / (1 - p) as ``nn.Dropout`` does. The keys come from torch's
   default generator, so ``torch.manual_seed`` and a checkpoint's RNG state still fix every
   mask (exact resume holds). :func:`use_hash_dropout` swaps it in for every ``nn.Dropout``
   of a model and for the dropout on attention probabilities (through a registered
@@ -19,6 +19,8 @@ a row; ``bench/`` has the figures):
   layer costs about 2/12 of its full price. Outputs and gradients are those of the full
   encoder; it is checked against the full encoder once per model (in eval mode) and an
   encoder it does not fit simply runs whole.
+* **Freed memory** above 32 MB goes back to the kernel by default, so a re-allocated
+  gradient page-faults every step: :func:`keep_freed_memory` (8-9% of a step).
 """
 
 import logging
@@ -146,9 +148,9 @@ def keep_freed_memory():
     By default glibc maps every block above 32 MB fresh and unmaps it on free, so a training
     step that frees and re-allocates such blocks (the embedding table's gradient is 47 MB for
     MiniLM) pays page faults and kernel zeroing each time: 8-9% of a MiniLM step on a 2-core
-    CPU, measured. Done once per process, on Linux with glibc, unless the user set
-    ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` (their choice wins). Returns whether it
-    was applied."""
+    CPU, measured. Process-wide and idempotent; on Linux with glibc only, and not when the
+    user set ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` (their choice wins). Returns
+    whether it was applied."""
     import ctypes
     import os
     import sys
@@ -234,17 +236,14 @@ def encode_first_token(encoder, input_ids, attention_mask, token_type_ids=None):
     """``encoder(...)`` for a task that reads only position 0 (``last_hidden_state`` is
     ``(batch, 1, hidden)``; ``pooler_output`` as usual). An encoder this path does not fit,
     or whose result differs from the full pass on the first batch, runs whole."""
-    state = getattr(encoder, "_taskbert_first_token", None)
-    parts = _parts(encoder) if state is not False else None
-    if parts is None:
-        if state is None:
-            encoder._taskbert_first_token = False
+    usable = getattr(encoder, "_taskbert_first_token", None)
+    if usable is None:   # first call for this encoder: decide once
+        parts = _parts(encoder)
+        usable = parts is not None and _agrees(parts, input_ids, attention_mask, token_type_ids)
+        encoder._taskbert_first_token = usable
+    if not usable:
         return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    if state is None:
-        encoder._taskbert_first_token = _agrees(parts, input_ids, attention_mask, token_type_ids)
-        if not encoder._taskbert_first_token:
-            return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    return _run(*parts, input_ids, attention_mask, token_type_ids)
+    return _run(*_parts(encoder), input_ids, attention_mask, token_type_ids)
 
 
 def _agrees(parts, input_ids, attention_mask, token_type_ids):
@@ -267,7 +266,7 @@ def _agrees(parts, input_ids, attention_mask, token_type_ids):
                 full.pooler_output.float(), fast.pooler_output.float(), atol=tol, rtol=10 * tol)
     except Exception as exc:  # an encoder of another shape: use the full pass
         log.info("first-token path not used for %s: %s", type(encoder).__name__, exc)
-        same = False
+        return False
     finally:
         encoder.train(was_training)
     if not same:

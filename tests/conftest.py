@@ -38,8 +38,8 @@ def classification_spec(tiny_encoder, sentiment_data, tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_encoder, tmp_path_factory):
-    """The run folder of a tiny sentiment model that learned its task (shared by the export,
-    serve and predict-parity tests; they only read it)."""
+    """The run folder of a tiny sentiment model that learned its task (shared by the export
+    and serve tests; they only read it)."""
     folder = tmp_path_factory.mktemp("trained")
     train = write_polarity_data(folder / "train.jsonl", 400, 1)
     dev = write_polarity_data(folder / "dev.jsonl", 60, 2)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from taskbert import checkpoint as ckpt
 from taskbert.cli import cli
+from taskbert.data import file_sha256
 from taskbert.run import execute
 from taskbert.spec import load_spec
 from taskbert.testing import write_polarity_data
@@ -150,7 +151,7 @@ def test_checkpoint_that_holds_code_is_refused(finished, tmp_path):
     with open(manifest, encoding="utf-8") as fh:
         info = json.load(fh)
     file = os.path.join(newest, "optimizer.pt")
-    info["files"]["optimizer.pt"] = {"bytes": os.path.getsize(file), "sha256": ckpt.file_sha256(file)}
+    info["files"]["optimizer.pt"] = {"bytes": os.path.getsize(file), "sha256": file_sha256(file)}
     with open(manifest, "w", encoding="utf-8") as fh:
         json.dump(info, fh)
     result = CliRunner().invoke(cli, ["run", path, "--resume"])
