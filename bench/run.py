@@ -83,8 +83,45 @@ def schedule(args, n_train):
     return (args.steps or 2 * epoch), (epoch if args.warmup_steps is None else args.warmup_steps)
 
 
+def _rounds(args):
+    """The order configurations run in, round by round: each round rotates the list by one,
+    so no configuration always runs first or last (the machine's speed drifts over minutes);
+    ``--single`` modes run in the first round only."""
+    for rnd in range(args.repeats):
+        k = rnd % len(args.modes)
+        for mode in args.modes[k:] + args.modes[:k]:
+            if rnd == 0 or mode not in args.single:
+                yield rnd, mode
+
+
+def _median_run(runs, key):
+    """The run with the median ``key`` (the lower middle one of an even count), with every
+    run's figure under ``runs``."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [r[key] for r in runs]
+    return chosen
+
+
+def _paired(runs, key):
+    """taskbert / baseline of ``key`` for each baseline: the median over rounds of the ratio
+    within a round (a slow minute then slows both sides of the ratio), and every round's ratio."""
+    tb = {r["round"]: r[key] for r in runs.get("taskbert", ())}
+    out = {}
+    for mode, rs in runs.items():
+        if mode == "taskbert" or not tb:
+            continue
+        base = {r["round"]: r[key] for r in rs}
+        # a mode that ran once is paired with every taskbert run
+        ratios = [tb[k] / base[k] if k in base else tb[k] / base[min(base)] for k in sorted(tb)]
+        ordered = sorted(ratios)
+        out[mode] = {"median": ordered[(len(ordered) - 1) // 2], "rounds": ratios}
+    return out
+
+
 def train_all(name, task, data, args, peak, model_path, run_dir, log):
-    """Train the four configurations of one task; return ``{mode: result}``."""
+    """Train every configuration of one task ``--repeats`` times; return ``{mode: result}``
+    (the median run of each, see :func:`_median_run`; ``ratio`` holds the paired ratios)."""
     tr_x, tr_y, ev_x, ev_y = data
     steps, untimed = schedule(args, len(tr_x))
     common_kw = dict(train_texts=tr_x, train_labels=tr_y, eval_texts=ev_x, eval_labels=ev_y,
@@ -92,8 +129,8 @@ def train_all(name, task, data, args, peak, model_path, run_dir, log):
                      lr=args.lr if task == "classification" else args.ner_lr, max_steps=steps,
                      seed=args.seed, warmup_ratio=0.1, warmup_steps_excluded=untimed,
                      peak_gflops=peak)
-    out = {}
-    for mode in args.modes:
+    runs = {mode: [] for mode in args.modes}
+    for rnd, mode in _rounds(args):
         busy = _wait(args)
         t = time.perf_counter()
         if mode == "taskbert":
@@ -101,12 +138,15 @@ def train_all(name, task, data, args, peak, model_path, run_dir, log):
                                                                        model=args.model or "minilm-l6"))
         else:
             r = hf_baseline.run_in_subprocess("train_hf", dict(common_kw, mode=mode, model_path=model_path))
-        r["busy_before"], r["config_wall_s"] = busy, time.perf_counter() - t
-        out[mode] = r
+        r["busy_before"], r["config_wall_s"], r["round"] = busy, time.perf_counter() - t, rnd
+        runs[mode].append(r)
         log(f"  {name:<10}{mode:<16}{r['samples_per_s']:>9.1f} samples/s {r['real_tokens_per_s']:>8.0f} tok/s "
             f"MFU {r['mfu']:.1%}  acc {r['accuracy']:.3f}" + (f" F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
             + f"  RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}"
-            f"  ({r['config_wall_s']:.0f} s)")
+            f"  (round {rnd + 1}, {r['config_wall_s']:.0f} s)")
+    out = {mode: _median_run(rs, "samples_per_s") for mode, rs in runs.items()}
+    for mode, ratio in _paired(runs, "samples_per_s").items():
+        out[mode]["ratio"] = ratio
     return out
 
 
@@ -120,14 +160,23 @@ def predict_all(args, run_dir, texts, gold, log):
     if args.quantize:
         jobs.append(("taskbert_int8", taskbert_side, "predict_taskbert",
                      dict(run_dir=run_dir, texts=texts, batch_size=args.predict_batch_size, quantize=True)))
-    for key, module, func, kw in jobs:
-        busy = _wait(args)
-        r = module.run_in_subprocess(func, kw)
-        r["busy_before"] = busy
-        r["accuracy"] = sum(str(g) == str(p) for g, p in zip(gold, r["labels"])) / len(gold)
-        out[key] = r
-        log(f"  predict {key:<14}{r['sentences_per_s']:>9.1f} sentences/s  acc {r['accuracy']:.3f}  "
-            f"RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}")
+    runs = {key: [] for key, *_ in jobs}
+    for rnd in range(args.repeats):
+        k = rnd % len(jobs)
+        for key, module, func, kw in jobs[k:] + jobs[:k]:
+            busy = _wait(args)
+            r = module.run_in_subprocess(func, kw)
+            r["busy_before"], r["round"] = busy, rnd
+            r["accuracy"] = sum(str(g) == str(p) for g, p in zip(gold, r["labels"])) / len(gold)
+            runs[key].append(r)
+            log(f"  predict {key:<14}{r['sentences_per_s']:>9.1f} sentences/s  acc {r['accuracy']:.3f}  "
+                f"RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}"
+                f"  (round {rnd + 1})")
+    out = {key: _median_run(rs, "sentences_per_s") for key, rs in runs.items()}
+    tb = {r["round"]: r["sentences_per_s"] for r in runs["pipeline"]}
+    for key, rs in runs.items():
+        ratios = [r["sentences_per_s"] / tb[r["round"]] for r in rs]
+        out[key]["ratio"] = {"median": sorted(ratios)[(len(ratios) - 1) // 2], "rounds": ratios}
     base = out["pipeline"]["labels"]
     for key, r in out.items():
         r["same_labels_as_pipeline"] = sum(a == b for a, b in zip(base, r["labels"])) / len(base)
@@ -137,6 +186,17 @@ def predict_all(args, run_dir, texts, gold, log):
 
 def _fmt(v, spec):
     return "–" if v is None else format(v, spec)
+
+
+def _list(values, spec):
+    return "–" if not values else ", ".join(format(v, spec) for v in values)
+
+
+def _ratio(tb, base, key="sentences_per_s", mode=None):
+    """The paired median ratio a run stored (see :func:`_paired`), else the ratio of the two
+    results (results.json files written before ``--repeats`` existed)."""
+    paired = (base.get("ratio") or {}).get("median") if mode else (tb.get("ratio") or {}).get("median")
+    return paired if paired is not None else tb[key] / base[key]
 
 
 def markdown(res) -> str:
@@ -160,24 +220,28 @@ def markdown(res) -> str:
         tb = block.get("taskbert")
         L += [f"## Fine-tuning: {name}\n",
               "| configuration | samples/s | real tokens/s | pad efficiency | MFU | taskbert × | "
-              "quality | peak RSS MB | cpu |", "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+              "quality | peak RSS MB | cpu | samples/s of each run | taskbert × in each round |",
+              "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
         for mode, r in block.items():
-            ratio = tb["samples_per_s"] / r["samples_per_s"] if tb and mode != "taskbert" else None
+            ratio = r.get("ratio") if tb and mode != "taskbert" else None
             q = f"acc {r['accuracy']:.3f}" + (f", F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
             L.append(f"| {LETTERS[mode]} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:.0f} | "
-                     f"{r['padding_efficiency']:.2f} | {r['mfu']:.0%} | {_fmt(ratio, '.2f')} | {q} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['cpu_share']:.0%} |")
+                     f"{r['padding_efficiency']:.2f} | {r['mfu']:.0%} | "
+                     f"{_fmt(ratio and ratio['median'], '.2f')} | {q} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['cpu_share']:.0%} | {_list(r.get('runs'), '.1f')} | "
+                     f"{_list(ratio and ratio['rounds'], '.2f')} |")
         L.append("")
     p = res.get("predict")
     if p:
         L += [f"## Inference: sentiment, {p['pipeline']['n']} sentences\n",
-              "| path | sentences/s | × pipeline | same labels as pipeline | accuracy | peak RSS MB | cpu |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| path | sentences/s | × pipeline | same labels as pipeline | accuracy | peak RSS MB | cpu "
+              "| sentences/s of each run | × pipeline in each round |",
+              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
         for key, r in p.items():
-            L.append(f"| {key} | {r['sentences_per_s']:.1f} | "
-                     f"{r['sentences_per_s'] / p['pipeline']['sentences_per_s']:.2f} | "
+            L.append(f"| {key} | {r['sentences_per_s']:.1f} | {_ratio(r, p['pipeline']):.2f} | "
                      f"{r['same_labels_as_pipeline']:.1%} | {r['accuracy']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['cpu_share']:.0%} |")
+                     f"{r['cpu_share']:.0%} | {_list(r.get('runs'), '.1f')} | "
+                     f"{_list((r.get('ratio') or {}).get('rounds'), '.2f')} |")
         L.append("")
     if res.get("padding"):
         L += ["## Padding efficiency (sentiment, the first training batches, tokenizer only)\n",
@@ -204,7 +268,7 @@ def checks(res) -> list[dict]:
             continue
         for mode, want in (("group_by_length", 1.3), ("dynamic", 2.5)):
             if mode in block:
-                ratio = tb["samples_per_s"] / block[mode]["samples_per_s"]
+                ratio = _ratio(tb, block[mode], "samples_per_s", mode)
                 out.append({"target": f"{name}: fine-tuning ≥ {want}× {LETTERS[mode][:3]}",
                             "measured": f"{ratio:.2f}×", "ok": ratio >= want})
         out.append({"target": f"{name}: MFU of useful tokens ≥ 0.6", "measured": f"{tb['mfu']:.2f}",
@@ -224,7 +288,7 @@ def checks(res) -> list[dict]:
                         "measured": f"{tb['accuracy']:.3f} vs {r['accuracy']:.3f}", "ok": ok})
     p = res.get("predict")
     if p:
-        ratio = p["taskbert"]["sentences_per_s"] / p["pipeline"]["sentences_per_s"]
+        ratio = _ratio(p["taskbert"], p["pipeline"])
         out.append({"target": "predict ≥ 2× pipeline", "measured": f"{ratio:.2f}×", "ok": ratio >= 2})
         same = p["taskbert"]["same_labels_as_pipeline"]
         out.append({"target": "predict labels identical to pipeline", "measured": f"{same:.1%}",
@@ -305,6 +369,11 @@ def main(argv=None):
     ap.add_argument("--n-predict", type=int, default=500)
     ap.add_argument("--tasks", default="sentiment,ner")
     ap.add_argument("--modes", default="pad_max,dynamic,group_by_length,taskbert")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration, in rounds "
+                    "of rotating order; tables show the median run and the median of the "
+                    "within-round ratios")
+    ap.add_argument("--single", default="pad_max", help="modes run in the first round only "
+                    "(comma-separated; pad_max alone takes as long as the rest of a round)")
     ap.add_argument("--quantize", action="store_true", help="also time int8 dynamic quantization")
     ap.add_argument("--model", help="encoder folder for both sides (default: the packaged MiniLM)")
     ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
@@ -315,6 +384,9 @@ def main(argv=None):
     ap.add_argument("--no-markdown", action="store_true", help="write results.json only")
     args = ap.parse_args(argv)
     args.modes = args.modes.split(",")
+    args.single = [m for m in args.single.split(",") if m]
+    if args.repeats < 1:
+        ap.error(f"--repeats {args.repeats}: give 1 or more")
     import torch
 
     t_all = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from taskbert import DataError, SpecError, Task, hookimpl
+from taskbert.lastlayer import encode_positions
 from taskbert_plugins.entities import (char_offsets, entity_scores, entity_spans,
                                        invalid_transitions, tag_problem)
 from taskbert_plugins.windows import word_windows
@@ -274,6 +275,36 @@ class TokenClassification(Task):
         if dropout is None:
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         return TokenClassificationHead(cfg.hidden_size, len(self.labels), dropout)
+
+    def forward(self, encoder, head, batch):
+        needed = self.positions_needed(batch, encoder.training)
+        if needed is None:   # a bare (input_ids, attention_mask) batch: an export, every position
+            return super().forward(encoder, head, batch)
+        # the last layer runs only where the loss or the predictions read it (the same
+        # outputs and gradients there; see taskbert.lastlayer)
+        out = encode_positions(encoder, batch["input_ids"], batch["attention_mask"], needed,
+                               batch.get("token_type_ids"))
+        return head(out, batch)
+
+    def positions_needed(self, batch, training):
+        """(batch, seq) bool: the tokens whose logits are read. Training reads the labelled
+        ones; evaluation and prediction also those that make each owned word's prediction.
+        None for a batch without labels or word slots (every position is then computed)."""
+        if "labels" not in batch or "word_slot" not in batch:
+            return None
+        needed = batch["labels"] != -100                  # (batch, seq)
+        if training:
+            return needed
+        if self.options.word_pooling != "first":
+            return needed | (batch["word_slot"] >= 0)
+        firsts = batch.get("first_positions")
+        if firsts is None:
+            return needed | (batch["word_slot"] >= 0)
+        rows = [r for r, pos in enumerate(firsts) for _ in pos]
+        cols = [p for pos in firsts for p in pos]
+        needed = needed.clone()
+        needed[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)] = True
+        return needed
 
     def loss(self, out, batch):
         logits, labels = out["logits"], batch["labels"]   # (batch, seq, labels), (batch, seq)

@@ -1,6 +1,6 @@
 """Training fast paths that keep every result's meaning: measured costs, cut.
 
-Three costs measured in a MiniLM-L6 training step on a 2-core CPU (batch 32, about 27 tokens
+The costs measured in a MiniLM-L6 training step on a 2-core CPU (batch 32, about 27 tokens
 a row; ``bench/README.md`` has the figures):
 
 * **Dropout masks** took 9% of the step: torch's CPU ``bernoulli_`` draws from one
@@ -13,12 +13,9 @@ a row; ``bench/README.md`` has the figures):
   of a model and for the dropout on attention probabilities (through a registered
   ``transformers`` attention function that falls back to ``sdpa`` whenever no dropout is
   drawn). Only on CPU: CUDA's dropout is already counter-based and fast.
-* **First-token tasks** (a label from the [CLS] vector) use one position of the last layer's
-  output. :func:`encode_first_token` runs the last layer's query, attention output and
-  feed-forward for that position only (keys and values still see every token), so the last
-  layer costs about 2/12 of its full price. Outputs and gradients are those of the full
-  encoder; it is checked against the full encoder once per model (in eval mode) and an
-  encoder it does not fit simply runs whole.
+* **The last layer at a few positions** (:mod:`taskbert.lastlayer`): a [CLS] task reads
+  one position, a tagger trains on the first subtoken of each word; the last layer's query,
+  attention output and feed-forward run for those positions only.
 * **Freed memory** above 32 MB goes back to the kernel by default, so a re-allocated
   gradient page-faults every step: :func:`keep_freed_memory` (8-9% of a step).
 """
@@ -174,101 +171,5 @@ def apply_dropout_setting(model, setting, device):
     use_hash_dropout(model)
 
 
-# ------------------------------------------------------------------ first-token encoding
-class FirstTokenOutput(dict):
-    """What a Hugging Face encoder returns, for position 0 of the last layer only."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def _parts(encoder):
-    """The pieces the first-token path needs, or None when ``encoder`` is not BERT-shaped."""
-    config = getattr(encoder, "config", None)
-    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if config is None or not layers or getattr(config, "is_decoder", False) \
-            or getattr(config, "add_cross_attention", False) \
-            or getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return None
-    last = layers[-1]
-    try:
-        attn = last.attention.self
-        (attn.query, attn.key, attn.value, attn.attention_head_size, attn.scaling,  # noqa: B018
-         last.attention.output.dense, last.intermediate.dense, last.output.dense, encoder.embeddings)
-    except AttributeError:
-        return None
-    return encoder, layers, last, config
-
-
-def _run(encoder, layers, last, config, input_ids, attention_mask, token_type_ids):
-    from transformers.masking_utils import create_bidirectional_mask
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    kwargs = {"input_ids": input_ids}
-    if token_type_ids is not None:
-        kwargs["token_type_ids"] = token_type_ids
-    hidden = encoder.embeddings(**kwargs)
-    mask = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
-    for layer in layers[:-1]:
-        hidden = layer(hidden, mask)
-    attn = last.attention.self
-    heads = (hidden.shape[0], -1, attn.num_attention_heads, attn.attention_head_size)
-    query = attn.query(hidden[:, :1]).view(*heads).transpose(1, 2)     # (batch, heads, 1, d)
-    key = attn.key(hidden).view(*heads).transpose(1, 2)
-    value = attn.value(hidden).view(*heads).transpose(1, 2)
-    attention = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, None)
-    if attention is None:
-        raise LookupError(f"attention {config._attn_implementation!r}")
-    first_mask = mask[:, :, :1] if mask is not None else None
-    context, _ = attention(attn, query, key, value, first_mask,
-                           dropout=attn.dropout.p if attn.training else 0.0, scaling=attn.scaling)
-    context = context.reshape(hidden.shape[0], 1, -1)
-    out = last.attention.output(context, hidden[:, :1])            # (batch, 1, hidden)
-    out = last.output(last.intermediate(out), out)
-    pooler = getattr(encoder, "pooler", None)
-    return FirstTokenOutput(last_hidden_state=out, pooler_output=pooler(out) if pooler is not None else None)
-
-
-def encode_first_token(encoder, input_ids, attention_mask, token_type_ids=None):
-    """``encoder(...)`` for a task that reads only position 0 (``last_hidden_state`` is
-    ``(batch, 1, hidden)``; ``pooler_output`` as usual). An encoder this path does not fit,
-    or whose result differs from the full pass on the first batch, runs whole."""
-    usable = getattr(encoder, "_taskbert_first_token", None)
-    if usable is None:   # first call for this encoder: decide once
-        parts = _parts(encoder)
-        usable = parts is not None and _agrees(parts, input_ids, attention_mask, token_type_ids)
-        encoder._taskbert_first_token = usable
-    if not usable:
-        return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    return _run(*_parts(encoder), input_ids, attention_mask, token_type_ids)
-
-
-def _agrees(parts, input_ids, attention_mask, token_type_ids):
-    """Compare the first-token path with the full encoder on two rows, in eval mode."""
-    encoder = parts[0]
-    was_training = encoder.training
-    rows = slice(0, 2)
-    tt = token_type_ids[rows] if token_type_ids is not None else None
-    try:
-        encoder.eval()
-        # in fp32 even under autocast, so bf16 rounding cannot make the paths look different
-        with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False):
-            full = encoder(input_ids=input_ids[rows], attention_mask=attention_mask[rows], token_type_ids=tt)
-            fast = _run(*parts, input_ids[rows], attention_mask[rows], tt)
-        tol = 1e-4 if fast.last_hidden_state.dtype == torch.float32 else 3e-2  # bf16/fp16 weights
-        same = torch.allclose(full.last_hidden_state[:, :1].float(), fast.last_hidden_state.float(),
-                              atol=tol, rtol=10 * tol)
-        if same and getattr(full, "pooler_output", None) is not None:
-            same = fast.pooler_output is not None and torch.allclose(
-                full.pooler_output.float(), fast.pooler_output.float(), atol=tol, rtol=10 * tol)
-    except Exception as exc:  # an encoder of another shape: use the full pass
-        log.info("first-token path not used for %s: %s", type(encoder).__name__, exc)
-        return False
-    finally:
-        encoder.train(was_training)
-    if not same:
-        log.info("first-token path not used for %s: it differs from the full pass", type(encoder).__name__)
-    return same
+# the encoder passes that run the last layer at a few positions live in lastlayer.py
+from .lastlayer import FirstTokenOutput, encode_first_token, encode_positions  # noqa: E402,F401

@@ -30,7 +30,7 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # subprocesses: stay on one core like the suite
     run.main(["--model", encoder, "--steps", "4", "--warmup-steps", "1", "--n-train", "64",
               "--n-eval", "24", "--n-predict", "24", "--max-length", "32", "--modes",
-              "dynamic,taskbert", "--tasks", "sentiment", "--idle-timeout", "0", "--peak-seconds", "0.5",
+              "dynamic,taskbert", "--tasks", "sentiment", "--idle-timeout", "0", "--peak-seconds", "0.5", "--repeats", "2",
               "--out", str(tmp_path / "out")])
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
@@ -41,12 +41,17 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
             assert r["steps"] == 4 and r["timed_steps"] == 3, (name, mode)
             assert r["samples_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
             assert 0 <= r["accuracy"] <= 1 and r["peak_rss_mb"] > 0
+            assert len(r["runs"]) == 2 and r["samples_per_s"] in r["runs"]   # the median run's
+        # the ratio is paired within each round: two rounds, two ratios, their median reported
+        ratio = task_res["dynamic"]["ratio"]
+        assert len(ratio["rounds"]) == 2 and ratio["median"] == min(ratio["rounds"])
     # taskbert buckets by length: it pads no more than the Trainer's random batches
     for name, task_res in res["train"].items():
         assert task_res["taskbert"]["padding_efficiency"] >= task_res["dynamic"]["padding_efficiency"] - 1e-9, name
     pred = res["predict"]
     assert pred["pipeline"]["n"] == pred["taskbert"]["n"] == 24
     assert pred["taskbert"]["same_labels_as_pipeline"] == 1.0
+    assert len(pred["taskbert"]["runs"]) == 2 and pred["pipeline"]["ratio"]["median"] == 1.0
     text = (out / "RESULTS.md").read_text()
     assert "(d) taskbert" in text and "predict ≥ 2× pipeline" in text
 

@@ -158,23 +158,6 @@ def test_first_token_pass_is_kept_under_autocast():
     assert model.training   # the one-time check restores the mode
 
 
-def test_first_token_pass_falls_back_for_other_encoders():
-    calls = []
-
-    class Other(nn.Module):
-        config = BertConfig()
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            calls.append(input_ids.shape)
-            return {"last_hidden_state": torch.zeros(*input_ids.shape, 4)}
-
-    enc = Other()
-    ids, mask, _ = _batch()
-    out = fp.encode_first_token(enc, ids, mask)
-    assert out["last_hidden_state"].shape == (4, 9, 4) and calls == [(4, 9)]
-    assert enc._taskbert_first_token is False
-
-
 def test_keep_freed_memory_respects_the_users_malloc_settings(monkeypatch):
     calls = []
 

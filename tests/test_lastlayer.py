@@ -1,0 +1,124 @@
+"""taskbert.lastlayer: the last layer run only at the positions a task reads."""
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from taskbert import lastlayer as ll
+
+
+def _tiny_bert(seed=0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=48, vocab_size=60, max_position_embeddings=40)
+    return BertModel(cfg).eval()
+
+
+def _batch():
+    torch.manual_seed(7)
+    ids = torch.randint(1, 60, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 2:] = 0
+    needed = torch.zeros_like(ids, dtype=torch.bool)
+    needed[0, [1, 2, 5, 8]] = True     # rows ask for different numbers of positions
+    needed[1, [3]] = True
+    needed[2, [0, 4, 6]] = True        # row 3 asks for none
+    return ids, mask, needed
+
+
+def test_positions_pass_matches_the_full_encoder_outputs_and_gradients():
+    ids, mask, needed = _batch()
+    full_model, fast_model = _tiny_bert(), _tiny_bert()
+    full = full_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    fast = ll.encode_positions(fast_model, ids, mask, needed).last_hidden_state
+    assert fast_model._taskbert_positions is True
+    assert fast.shape == full.shape == (4, 9, 32)
+    assert torch.allclose(full[needed], fast[needed], atol=1e-5)
+    assert torch.count_nonzero(fast[~needed]) == 0   # nothing computed where nothing is read
+    # a loss on the asked-for positions gives every parameter the same gradient
+    weights = torch.randn(int(needed.sum()), 32)
+    (full[needed] * weights).sum().backward()
+    (fast[needed] * weights).sum().backward()
+    for (name, a), b in zip(full_model.named_parameters(), fast_model.parameters()):
+        ga = a.grad if a.grad is not None else torch.zeros_like(a)
+        gb = b.grad if b.grad is not None else torch.zeros_like(b)
+        assert torch.allclose(ga, gb, atol=1e-5), name
+
+
+def test_positions_pass_with_nothing_asked_for_and_without_padding():
+    model = _tiny_bert()
+    ids, mask, needed = _batch()
+    out = ll.encode_positions(model, ids, mask, torch.zeros_like(needed))
+    assert torch.count_nonzero(out.last_hidden_state) == 0
+    ones = torch.ones_like(mask)          # no padding: transformers builds no mask at all
+    full = model(input_ids=ids, attention_mask=ones).last_hidden_state
+    fast = ll.encode_positions(model, ids, ones, needed).last_hidden_state
+    assert torch.allclose(full[needed], fast[needed], atol=1e-5)
+
+
+def test_padding_positions_are_never_computed():
+    model = _tiny_bert()
+    ids, mask, _ = _batch()
+    out = ll.encode_positions(model, ids, mask, torch.ones_like(mask))
+    assert torch.count_nonzero(out.last_hidden_state[mask == 0]) == 0
+
+
+@pytest.mark.parametrize("path, attribute", [("first", "_taskbert_first_token"),
+                                             ("positions", "_taskbert_positions")])
+def test_both_passes_fall_back_for_other_encoders(path, attribute):
+    calls = []
+
+    class Other(nn.Module):
+        config = BertConfig()
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            calls.append(input_ids.shape)
+            return {"last_hidden_state": torch.ones(*input_ids.shape, 4)}
+
+    enc = Other()
+    ids, mask, needed = _batch()
+    out = (ll.encode_first_token(enc, ids, mask) if path == "first"
+           else ll.encode_positions(enc, ids, mask, needed))
+    assert out["last_hidden_state"].shape == (4, 9, 4) and calls == [(4, 9)]
+    assert getattr(enc, attribute) is False
+
+
+def test_tagger_trains_on_the_same_loss_and_gradients_as_the_full_encoder(tiny_encoder):
+    """The token-classification task through its own forward: the labelled-position pass
+    gives the loss and gradients the full encoder gives (dropout off, so both are exact)."""
+    from taskbert.task import TaskModel
+    from taskbert_plugins.tagging import TokenClassification
+    from taskbert.batching import collate
+
+    encoder_path = tiny_encoder
+    from taskbert.encoder import load_model, load_tokenizer
+    task = TokenClassification()
+    examples = [{"tokens": ["alpha", "beta", "gamma"], "tags": ["O", "B-x", "I-x"], "where": "a"},
+                {"tokens": ["delta", "epsilon"], "tags": ["B-x", "O"], "where": "b"},
+                {"tokens": ["zeta"], "tags": ["O"], "where": "c"}]
+    task.setup({"train": examples})
+    tokenizer = load_tokenizer(encoder_path)
+    rows = task.encode_all(examples, tokenizer, 16)
+    batch = collate(rows, tokenizer.pad_token_id or 0, task.pad_fields)
+    losses, grads = [], []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        encoder = load_model(encoder_path)
+        model = TaskModel(task, encoder, task.build_head(encoder))
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        model.train()
+        if not fast:
+            encoder._taskbert_positions = False   # force the full pass
+        loss = task.loss(model(batch), batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert encoder._taskbert_positions is fast
+    assert abs(losses[0] - losses[1]) < 1e-5
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
