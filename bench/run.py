@@ -88,10 +88,10 @@ def _rounds(args):
     so no configuration always runs first or last (the machine's speed drifts over minutes);
     ``--single`` modes run in the first round only."""
     for rnd in range(args.repeats):
-        k = rnd % len(args.modes)
-        for mode in args.modes[k:] + args.modes[:k]:
-            if rnd == 0 or mode not in args.single:
-                yield rnd, mode
+        modes = args.modes if rnd == 0 else [m for m in args.modes if m not in args.single]
+        k = rnd % len(modes)
+        for mode in modes[k:] + modes[:k]:
+            yield rnd, mode
 
 
 def _median_run(runs, key):
