@@ -94,11 +94,15 @@ def _rounds(args):
             yield rnd, mode
 
 
+def _lower_median(values):
+    """The median of ``values``; the lower middle one of an even count (the cautious side)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
 def _median_run(runs, key):
     """The run with the median ``key`` (the lower middle one of an even count), with every
     run's figure under ``runs``."""
-    ordered = sorted(runs, key=lambda r: r[key])
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen = dict(sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2])
     chosen["runs"] = [r[key] for r in runs]
     return chosen
 
@@ -114,8 +118,7 @@ def _paired(runs, key):
         base = {r["round"]: r[key] for r in rs}
         # a mode that ran once is paired with every taskbert run
         ratios = [tb[k] / base[k] if k in base else tb[k] / base[min(base)] for k in sorted(tb)]
-        ordered = sorted(ratios)
-        out[mode] = {"median": ordered[(len(ordered) - 1) // 2], "rounds": ratios}
+        out[mode] = {"median": _lower_median(ratios), "rounds": ratios}
     return out
 
 
@@ -176,7 +179,7 @@ def predict_all(args, run_dir, texts, gold, log):
     tb = {r["round"]: r["sentences_per_s"] for r in runs["pipeline"]}
     for key, rs in runs.items():
         ratios = [r["sentences_per_s"] / tb[r["round"]] for r in rs]
-        out[key]["ratio"] = {"median": sorted(ratios)[(len(ratios) - 1) // 2], "rounds": ratios}
+        out[key]["ratio"] = {"median": _lower_median(ratios), "rounds": ratios}
     base = out["pipeline"]["labels"]
     for key, r in out.items():
         r["same_labels_as_pipeline"] = sum(a == b for a, b in zip(base, r["labels"])) / len(base)
@@ -192,10 +195,10 @@ def _list(values, spec):
     return "–" if not values else ", ".join(format(v, spec) for v in values)
 
 
-def _ratio(tb, base, key="sentences_per_s", mode=None):
-    """The paired median ratio a run stored (see :func:`_paired`), else the ratio of the two
-    results (results.json files written before ``--repeats`` existed)."""
-    paired = (base.get("ratio") or {}).get("median") if mode else (tb.get("ratio") or {}).get("median")
+def _ratio(row, tb, base, key):
+    """The paired median ratio stored on ``row`` (see :func:`_paired`), else ``tb / base`` of
+    ``key`` (results.json files written before ``--repeats`` existed)."""
+    paired = (row.get("ratio") or {}).get("median")
     return paired if paired is not None else tb[key] / base[key]
 
 
@@ -238,7 +241,7 @@ def markdown(res) -> str:
               "| sentences/s of each run | × pipeline in each round |",
               "|---|---:|---:|---:|---:|---:|---:|---|---|"]
         for key, r in p.items():
-            L.append(f"| {key} | {r['sentences_per_s']:.1f} | {_ratio(r, p['pipeline']):.2f} | "
+            L.append(f"| {key} | {r['sentences_per_s']:.1f} | {_ratio(r, r, p['pipeline'], 'sentences_per_s'):.2f} | "
                      f"{r['same_labels_as_pipeline']:.1%} | {r['accuracy']:.3f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['cpu_share']:.0%} | {_list(r.get('runs'), '.1f')} | "
                      f"{_list((r.get('ratio') or {}).get('rounds'), '.2f')} |")
@@ -268,7 +271,7 @@ def checks(res) -> list[dict]:
             continue
         for mode, want in (("group_by_length", 1.3), ("dynamic", 2.5)):
             if mode in block:
-                ratio = _ratio(tb, block[mode], "samples_per_s", mode)
+                ratio = _ratio(block[mode], tb, block[mode], "samples_per_s")
                 out.append({"target": f"{name}: fine-tuning ≥ {want}× {LETTERS[mode][:3]}",
                             "measured": f"{ratio:.2f}×", "ok": ratio >= want})
         out.append({"target": f"{name}: MFU of useful tokens ≥ 0.6", "measured": f"{tb['mfu']:.2f}",
@@ -288,7 +291,7 @@ def checks(res) -> list[dict]:
                         "measured": f"{tb['accuracy']:.3f} vs {r['accuracy']:.3f}", "ok": ok})
     p = res.get("predict")
     if p:
-        ratio = _ratio(p["taskbert"], p["pipeline"])
+        ratio = _ratio(p["taskbert"], p["taskbert"], p["pipeline"], "sentences_per_s")
         out.append({"target": "predict ≥ 2× pipeline", "measured": f"{ratio:.2f}×", "ok": ratio >= 2})
         same = p["taskbert"]["same_labels_as_pipeline"]
         out.append({"target": "predict labels identical to pipeline", "measured": f"{same:.1%}",

@@ -295,10 +295,8 @@ class TokenClassification(Task):
         needed = batch["labels"] != -100                  # (batch, seq)
         if training:
             return needed
-        if self.options.word_pooling != "first":
-            return needed | (batch["word_slot"] >= 0)
         firsts = batch.get("first_positions")
-        if firsts is None:
+        if self.options.word_pooling != "first" or firsts is None:
             return needed | (batch["word_slot"] >= 0)
         rows = [r for r, pos in enumerate(firsts) for _ in pos]
         cols = [p for pos in firsts for p in pos]

@@ -113,12 +113,11 @@ def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_i
     from transformers.masking_utils import create_bidirectional_mask
 
     pack = _Packing(attention_mask)
-    kwargs = {"input_ids": pack.packed(input_ids[..., None]).T,        # (1, tokens)
-              "position_ids": pack.cols[None] if not pack.dense else None}
-    if token_type_ids is not None:
-        kwargs["token_type_ids"] = pack.packed(token_type_ids[..., None]).T
     if pack.dense:   # no padding: the usual (batch, seq) call
         kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+    else:            # one (1, tokens) row; each token keeps its position in its own row
+        kwargs = {"input_ids": pack.packed(input_ids[..., None]).T, "position_ids": pack.cols[None],
+                  "token_type_ids": None if token_type_ids is None else pack.packed(token_type_ids[..., None]).T}
     hidden = encoder.embeddings(**{k: v for k, v in kwargs.items() if v is not None})
     hidden = hidden.reshape(-1, hidden.shape[-1])                     # (tokens, hidden)
     mask = create_bidirectional_mask(config=config, inputs_embeds=hidden.new_empty(*pack.shape, 1),
