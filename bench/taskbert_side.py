@@ -87,7 +87,8 @@ def _write_data(folder: str, task: str, texts: list, labels: list, name: str) ->
 
 
 def _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model, max_length,
-              batch_size, lr, max_steps, seed, warmup_ratio, save_dir, weight_decay, threads):
+              batch_size, lr, max_steps, seed, warmup_ratio, save_dir, weight_decay, threads,
+              precision):
     """Write the data, build the spec, run it; return (final metrics, wall seconds, start time)."""
     from taskbert.run import execute
     from taskbert.spec import spec_from_dict
@@ -106,7 +107,7 @@ def _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model, m
                "train": {"max_steps": max_steps, "batch_size": batch_size, "lr": lr,
                          "warmup": warmup_ratio, "seed": seed, "weight_decay": weight_decay,
                          "max_grad_norm": 1.0, "eval_every": max_steps, "log_every": max_steps,
-                         "precision": "fp32", "loggers": [], "threads": threads,
+                         "precision": precision, "loggers": [], "threads": threads,
                          "metric": "f1" if task == "token_classification" else "accuracy"},
                "output": save_dir or os.path.join(tmp, "run")}
         spec = spec_from_dict(raw, os.path.join(tmp, "spec.yaml"))
@@ -120,12 +121,13 @@ def train_taskbert(
     model: str = "minilm-l6", max_length: int = 128, batch_size: int = 32, lr: float = 5e-5,
     max_steps: int = 100, seed: int = 13, warmup_ratio: float = 0.1, warmup_steps_excluded: int = 5,
     peak_gflops: float | None = None, save_dir: str | None = None, weight_decay: float = 0.0,
-    threads: int | None = None,
+    threads: int | None = None, precision: str = "fp32",
 ) -> dict:
     """Fine-tune through a taskbert spec and return the same figures as ``hf_baseline.train_hf``.
 
     Hyperparameters default to the HF side's (``weight_decay`` 0.0 is the ``Trainer``'s default;
-    taskbert's own default is 0.01). ``save_dir`` becomes the run folder (its ``best/`` is the
+    taskbert's own default is 0.01; ``precision`` is ``train.precision``, fp32 as the Trainer's
+    default unless asked). ``save_dir`` becomes the run folder (its ``best/`` is the
     final model: evaluation happens only after the last step). Returns ``samples_per_s``,
     ``real_tokens_per_s``, ``padded_tokens_per_s``, ``padding_efficiency``, ``mfu``,
     ``cpu_share``, ``step_s_median``, ``accuracy`` (``f1`` for token classification),
@@ -144,7 +146,7 @@ def train_taskbert(
     try:
         final, wall, t0 = _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model,
                                     max_length, batch_size, lr, max_steps, seed, warmup_ratio,
-                                    save_dir, weight_decay, threads)
+                                    save_dir, weight_decay, threads, precision)
     finally:  # a caller running this in-process keeps a clean plugin manager
         pm.unregister(meter)
     setup_s = (meter.t0 or t0) - t_setup
@@ -168,7 +170,7 @@ def train_taskbert(
     step_s = sorted(e - b for b, e in zip(starts, meter.times[k:steps]))
     threads_now = torch.get_num_threads()
     return {
-        "mode": "taskbert", "task": task, "threads": threads_now, "batch_size": batch_size,
+        "mode": "taskbert", "task": task, "precision": precision, "threads": threads_now, "batch_size": batch_size,
         "max_length": max_length, "steps": steps, "timed_steps": timed, "seconds": seconds,
         "samples_per_s": samples / seconds, "real_tokens_per_s": real / seconds,
         "padded_tokens_per_s": padded / seconds,
