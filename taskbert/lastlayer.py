@@ -68,15 +68,45 @@ def _attention_fn(config):
     return attention
 
 
+def shape_multiple(device):
+    """1, or the multiple that the number of stacked tokens is rounded up to.
+
+    oneDNN (bf16/fp16 autocast on a CPU) builds and caches a kernel for each new matrix shape;
+    the stack of real tokens has a new length almost every batch, so each batch paid for new
+    kernels: bf16 training ran at 0.93x the Trainer's bf16 step, whose padded shapes repeat.
+    Rounding the stack up to a multiple of 64 (a few padding positions more, computed as the
+    full encoder computes them, masked out of attention, never read) keeps the shapes few.
+    fp32 on a CPU (MKL) and GPUs have no such cost and keep the exact count.
+    """
+    if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return 1
+    return 64 if torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16) else 1
+
+
+def _round_rows(x, multiple):
+    """``x`` with zero rows appended up to a multiple of ``multiple`` rows (callers drop them)."""
+    extra = -x.shape[0] % multiple
+    return torch.cat([x, x.new_zeros(extra, *x.shape[1:])]) if extra else x
+
+
 class _Packing:
     """Where the real (non-pad) tokens of a ``(batch, seq)`` batch sit: ``rows``, ``cols`` of
     each, in row-major order. Per-token work (linear layers, layer norms, dropout, GELU: all but
     attention) runs on the ``(tokens, hidden)`` stack of real tokens, so no FLOP is spent on
-    padding; attention alone sees the padded ``(batch, heads, seq, d)`` layout."""
+    padding; attention alone sees the padded ``(batch, heads, seq, d)`` layout.
 
-    def __init__(self, attention_mask):
+    With ``multiple`` > 1 the stack also holds the first padding positions (row-major) that make
+    its length a multiple of it (see :func:`shape_multiple`): attention masks them as keys, and
+    no caller reads them."""
+
+    def __init__(self, attention_mask, multiple=1):
         self.shape = tuple(attention_mask.shape)
-        self.rows, self.cols = attention_mask.bool().nonzero(as_tuple=True)   # (tokens,) each
+        stacked = attention_mask.bool()
+        extra = -int(stacked.sum()) % multiple
+        if extra:
+            stacked = stacked.clone()
+            stacked.view(-1)[(~stacked).view(-1).nonzero(as_tuple=True)[0][:extra]] = True
+        self.rows, self.cols = stacked.nonzero(as_tuple=True)              # (tokens,) each
         self.dense = self.rows.numel() == self.shape[0] * self.shape[1]     # no padding at all
 
     def padded(self, x):
@@ -112,7 +142,7 @@ def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_i
     ``(hidden (tokens, hidden), packing, mask)``."""
     from transformers.masking_utils import create_bidirectional_mask
 
-    pack = _Packing(attention_mask)
+    pack = _Packing(attention_mask, shape_multiple(input_ids.device))
     if pack.dense:   # no padding: the usual (batch, seq) call
         kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
     else:            # one (1, tokens) row; each token keeps its position in its own row
@@ -137,16 +167,18 @@ def _last_layer(last, config, hidden, pack, mask, chosen):
     attn = last.attention.self
     key, value = (_heads(attn, pack.padded(f(hidden))) for f in (attn.key, attn.value))
     rows = pack.rows[chosen]
+    n = rows.numel()
     # the i-th chosen token of a row is query i of that row
     first_of_row = torch.searchsorted(rows, rows, right=False)
-    slot = torch.arange(rows.numel(), device=rows.device) - first_of_row
+    slot = torch.arange(n, device=rows.device) - first_of_row
     k = int(slot.max()) + 1
-    picked = hidden[chosen]                                            # (n, hidden)
-    asked = attn.query(picked)
+    multiple = shape_multiple(hidden.device)
+    picked = _round_rows(hidden[chosen], multiple)                     # (n, hidden), rounded up
+    asked = attn.query(picked)[:n]
     query = asked.new_zeros(pack.shape[0], k, asked.shape[-1]).index_put((rows, slot), asked)
     context = _attend(attn, config, _heads(attn, query), key, value, mask)[rows, slot]   # (n, hidden)
-    out = last.attention.output(context, picked)
-    return last.output(last.intermediate(out), out)
+    out = last.attention.output(_round_rows(context, multiple), picked)
+    return last.output(last.intermediate(out), out)[:n]
 
 
 def _run_first(encoder, layers, last, config, input_ids, attention_mask, token_type_ids):

@@ -33,7 +33,8 @@ def ddp_spec(folder, tiny_encoder, data):
             "data": {"train": data[0], "validation": data[1]},
             "task_options": {"dropout": 0.0},  # ranks draw their own dropout masks
             "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 1e-2, "log_every": 5,
-                      "eval_every": 10, "seed": 7, "threads": 1, "loggers": []},
+                      "eval_every": 10, "seed": 7, "threads": 1, "loggers": [],
+                      "precision": "fp32"},  # bf16 (auto on a CPU with AMX) rounds per batch split
             "output": os.path.join(folder, "run")}
     return write_spec(spec, folder)
 

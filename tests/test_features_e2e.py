@@ -117,7 +117,8 @@ def test_bilstm_tagger_on_windows_learns_context_and_predict_matches(tiny4, tmp_
                      "validation": write_ambiguous(tmp_path / "dev.txt", 40, 2)},
             "task_options": {"scheme": "none", "layers": "scalar_mix", "pooling": "mean", "head": "bilstm",
                              "head_hidden": 16, "cache_dir": str(tmp_path / "cache")},
-            "train": {"epochs": 6, "batch_size": 16, "lr": 1.0e-2, "seed": 3, "log_every": 10, "loggers": []},
+            "train": {"epochs": 6, "batch_size": 16, "lr": 1.0e-2, "seed": 3, "log_every": 10, "loggers": [],
+                      "precision": "fp32"},  # predict runs fp32; auto is bf16 on a CPU with AMX
             "output": str(tmp_path / "run")}
     metrics, run_dir = run_spec(spec, str(tmp_path))
     preds = [json.loads(x) for x in open(os.path.join(run_dir, "predictions.jsonl"))]

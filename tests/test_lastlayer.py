@@ -122,3 +122,38 @@ def test_tagger_trains_on_the_same_loss_and_gradients_as_the_full_encoder(tiny_e
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_stack_rounded_up_for_onednn_shapes_keeps_outputs_and_gradients(monkeypatch):
+    """With the stack rounded to a multiple (bf16 on a CPU), the extra padding positions change
+    nothing at the positions read, in the forward pass or in any parameter's gradient."""
+    ids, mask, needed = _batch()
+    pack = ll._Packing(mask, 8)
+    assert pack.rows.numel() % 8 == 0 and pack.rows.numel() > int(mask.sum())
+    assert bool(mask.bool()[pack.rows, pack.cols].sum() == mask.sum())   # every real token is in
+    monkeypatch.setattr(ll, "shape_multiple", lambda device: 8)
+    for encode in ("positions", "first"):
+        full_model, fast_model = _tiny_bert(), _tiny_bert()
+        full = full_model(input_ids=ids, attention_mask=mask)
+        if encode == "positions":
+            fast = ll.encode_positions(fast_model, ids, mask, needed).last_hidden_state[needed]
+            want = full.last_hidden_state[needed]
+        else:
+            fast = ll.encode_first_token(fast_model, ids, mask).last_hidden_state[:, 0]
+            want = full.last_hidden_state[:, 0]
+        assert torch.allclose(want, fast, atol=1e-5), encode
+        weights = torch.randn_like(want)
+        (want * weights).sum().backward()
+        (fast * weights).sum().backward()
+        for (name, a), b in zip(full_model.named_parameters(), fast_model.parameters()):
+            ga = a.grad if a.grad is not None else torch.zeros_like(a)
+            gb = b.grad if b.grad is not None else torch.zeros_like(b)
+            assert torch.allclose(ga, gb, atol=1e-5), (encode, name)
+
+
+def test_shape_multiple_only_under_cpu_low_precision_autocast():
+    cpu = torch.device("cpu")
+    assert ll.shape_multiple(cpu) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ll.shape_multiple(cpu) == 64
+    assert ll.shape_multiple(torch.device("meta")) == 1
