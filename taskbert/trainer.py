@@ -15,6 +15,7 @@ uninterrupted run did after step N.
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -91,6 +92,10 @@ class Trainer:
             torch.manual_seed(t.seed + 1 + self.world.rank)
         self.train_model = self.world.wrap(model, self._probe)  # DDP with several processes
         if self.world.is_main:
+            if t.precision == "auto" and self.amp_dtype is not None:   # say what auto chose
+                print(f"precision: auto trains in {str(self.amp_dtype).removeprefix('torch.')} autocast on "
+                      f"this {self.device.type} (it has native support); train.precision: fp32 turns "
+                      f"it off", file=sys.stderr)
             self.hook.taskbert_train_start(trainer=self)
         self.bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
                         dynamic_ncols=True, disable=None if self.world.is_main else True)
