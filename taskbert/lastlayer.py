@@ -18,6 +18,9 @@ Two savings, both exact:
   trains on each word's first subtoken: about 63% of the tokens of a WNUT-16 tweet;
   ``last_hidden_state`` is ``(batch, seq, hidden)``, zeros where nothing was asked).
 
+Under bf16/fp16 autocast on a CPU the stack is rounded up to a multiple of 64 tokens
+(:func:`shape_multiple`), so oneDNN sees few distinct matrix shapes.
+
 Outputs and gradients at the positions asked for are those of the full encoder (in training
 the dropout masks have other shapes, so they are other draws of the same distribution). Each
 path is checked against the full encoder once per model, in eval mode and fp32, and an encoder

@@ -168,7 +168,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
                       lr=1e12, warmup=0, save_every=1, log_every=1)
     result = CliRunner().invoke(cli, ["run", path])
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    # one error line (on a CPU with bf16 units a "precision: auto trains in bf16" note precedes it)
+    lines = [ln for ln in result.stderr.strip().splitlines() if not ln.startswith("precision: auto ")]
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: train/loss is nan at step 2 (epoch 1)"), lines
     assert "last good checkpoint (step-00000001) is kept" in lines[0]
@@ -205,3 +206,18 @@ def test_a_folder_swap_cut_short_is_undone(tmp_path):
     (tmp_path / "best.old").mkdir()
     assert ckpt.recover_folder(str(best)) is False  # both present: the .old is stale
     assert not (tmp_path / "best.old").exists() and best.exists()
+
+
+@pytest.mark.parametrize("setting, chosen, said", [("auto", torch.bfloat16, True), ("auto", None, False),
+                                                   ("bf16", torch.bfloat16, False)])
+def test_run_says_when_precision_auto_picks_low_precision(tmp_path, tiny_encoder, monkeypatch, setting, chosen, said):
+    import taskbert.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "pick_precision", lambda s, device: chosen)
+    train = write_polarity_data(tmp_path / "train.jsonl", 16, 4)
+    path = write_spec(str(tmp_path), tiny_encoder, train, str(tmp_path / "run"), max_steps=1,
+                      precision=setting, save_every=None)
+    result = CliRunner().invoke(cli, ["run", path])
+    assert result.exit_code == 0, result.output
+    notes = [ln for ln in result.stderr.splitlines() if ln.startswith("precision: auto trains in bfloat16")]
+    assert len(notes) == int(said), result.stderr
