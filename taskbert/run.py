@@ -185,9 +185,12 @@ def execute(spec, resume=False, overwrite=False):
             raise SpecError(f"{spec.path}: data.train: required by taskbert run")
         if spec.train.threads:
             torch.set_num_threads(spec.train.threads)
-        return _train(spec, prepared, world, resume, overwrite)
-    finally:
-        distributed.teardown()
+        final = _train(spec, prepared, world, resume, overwrite)
+    except BaseException:
+        distributed.teardown(wait=False)
+        raise
+    distributed.teardown()
+    return final
 
 
 def load_encoder(hook, spec):
