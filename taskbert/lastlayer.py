@@ -78,12 +78,27 @@ def shape_multiple(device):
     the stack of real tokens has a new length almost every batch, so each batch paid for new
     kernels: bf16 training ran at 0.93x the Trainer's bf16 step, whose padded shapes repeat.
     Rounding the stack up to a multiple of 64 (a few padding positions more, computed as the
-    full encoder computes them, masked out of attention, never read) keeps the shapes few.
+    full encoder computes them, masked out of attention, never read) keeps the shapes few; so
+    does padding the sequence (attention's keys) and the last layer's query slots to multiples
+    of 8: with a few thousand (slots, keys) pairs the kernel cache (1,024 entries) thrashed.
     fp32 on a CPU (MKL) and GPUs have no such cost and keep the exact count.
     """
     if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return 1
     return 64 if torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16) else 1
+
+
+def _round_columns(config, multiple, *tensors):
+    """``(batch, seq)`` tensors (None passes through) with zero columns appended so that seq is
+    a multiple of 8 (attention's shapes: see :func:`shape_multiple`), never past the model's
+    positions. A zero in the attention mask makes the new columns padding."""
+    if multiple == 1:
+        return tensors
+    seq = tensors[0].shape[1]
+    extra = -seq % 8
+    if not extra or seq + extra > getattr(config, "max_position_embeddings", seq):
+        return tensors
+    return tuple(None if t is None else torch.nn.functional.pad(t, (0, extra)) for t in tensors)
 
 
 def _round_rows(x, multiple):
@@ -174,8 +189,9 @@ def _last_layer(last, config, hidden, pack, mask, chosen):
     # the i-th chosen token of a row is query i of that row
     first_of_row = torch.searchsorted(rows, rows, right=False)
     slot = torch.arange(n, device=rows.device) - first_of_row
-    k = int(slot.max()) + 1
     multiple = shape_multiple(hidden.device)
+    k = int(slot.max()) + 1
+    k += -k % 8 if multiple > 1 else 0          # few query shapes for oneDNN (zero queries)
     picked = _round_rows(hidden[chosen], multiple)                     # (n, hidden), rounded up
     asked = attn.query(picked)[:n]
     query = asked.new_zeros(pack.shape[0], k, asked.shape[-1]).index_put((rows, slot), asked)
@@ -185,6 +201,8 @@ def _last_layer(last, config, hidden, pack, mask, chosen):
 
 
 def _run_first(encoder, layers, last, config, input_ids, attention_mask, token_type_ids):
+    input_ids, attention_mask, token_type_ids = _round_columns(
+        config, shape_multiple(input_ids.device), input_ids, attention_mask, token_type_ids)
     hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids)
     chosen = (pack.cols == 0).nonzero(as_tuple=True)[0]               # (batch,): each row's [CLS]
     out = _last_layer(last, config, hidden, pack, mask, chosen)[:, None]   # (batch, 1, hidden)
@@ -193,6 +211,9 @@ def _run_first(encoder, layers, last, config, input_ids, attention_mask, token_t
 
 
 def _run_positions(encoder, layers, last, config, input_ids, attention_mask, token_type_ids, needed):
+    seq = input_ids.shape[1]
+    input_ids, attention_mask, token_type_ids, needed = _round_columns(
+        config, shape_multiple(input_ids.device), input_ids, attention_mask, token_type_ids, needed)
     hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids)
     chosen = needed[pack.rows, pack.cols].nonzero(as_tuple=True)[0]   # (n,) packed indices
     if chosen.numel():
@@ -200,6 +221,7 @@ def _run_positions(encoder, layers, last, config, input_ids, attention_mask, tok
         full = out.new_zeros(*pack.shape, out.shape[-1]).index_put((pack.rows[chosen], pack.cols[chosen]), out)
     else:
         full = hidden.new_zeros(*pack.shape, hidden.shape[-1])        # (batch, seq, hidden)
+    full = full[:, :seq]                                               # the columns asked for
     pooler = getattr(encoder, "pooler", None)
     return FirstTokenOutput(last_hidden_state=full,
                             pooler_output=pooler(full[:, :1]) if pooler is not None and bool(needed[:, 0].all()) else None)
