@@ -157,3 +157,15 @@ def test_shape_multiple_only_under_cpu_low_precision_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ll.shape_multiple(cpu) == 64
     assert ll.shape_multiple(torch.device("meta")) == 1
+
+
+def test_columns_rounded_to_eight_but_never_past_the_positions():
+    cfg = BertConfig(max_position_embeddings=12)
+    ids, mask = torch.ones(2, 9, dtype=torch.long), torch.ones(2, 9, dtype=torch.long)
+    got_ids, got_mask, none = ll._round_columns(cfg, 64, ids, mask, None)
+    assert got_ids.shape == got_mask.shape == (2, 9)        # 16 would pass 12 positions
+    cfg.max_position_embeddings = 40
+    got_ids, got_mask, none = ll._round_columns(cfg, 64, ids, mask, None)
+    assert got_ids.shape == (2, 16) and none is None
+    assert got_mask[:, 9:].sum() == 0 and got_mask[:, :9].all()   # the new columns are padding
+    assert ll._round_columns(cfg, 1, ids, mask) == (ids, mask)     # fp32: untouched
