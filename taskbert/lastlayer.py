@@ -18,8 +18,9 @@ Two savings, both exact:
   trains on each word's first subtoken: about 63% of the tokens of a WNUT-16 tweet;
   ``last_hidden_state`` is ``(batch, seq, hidden)``, zeros where nothing was asked).
 
-Under bf16/fp16 autocast on a CPU the stack is rounded up to a multiple of 64 tokens
-(:func:`shape_multiple`), so oneDNN sees few distinct matrix shapes.
+Under bf16/fp16 autocast on a CPU the stack is rounded up to a multiple of 64 tokens, and the
+sequence and the last layer's query slots to multiples of 8 (:func:`shape_multiple`), so oneDNN
+sees few distinct matrix shapes.
 
 Outputs and gradients at the positions asked for are those of the full encoder (in training
 the dropout masks have other shapes, so they are other draws of the same distribution). Each
@@ -81,21 +82,26 @@ def shape_multiple(device):
     full encoder computes them, masked out of attention, never read) keeps the shapes few; so
     does padding the sequence (attention's keys) and the last layer's query slots to multiples
     of 8: with a few thousand (slots, keys) pairs the kernel cache (1,024 entries) thrashed.
-    fp32 on a CPU (MKL) and GPUs have no such cost and keep the exact count.
+    fp32 on a CPU (MKL) and GPUs have no such cost and keep the exact count. Decided once per
+    encoder pass and handed down.
     """
     if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return 1
     return 64 if torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16) else 1
 
 
+_COLUMNS = 8   # sequence and query-slot multiple while the stack is rounded (see shape_multiple)
+
+
 def _round_columns(config, multiple, *tensors):
     """``(batch, seq)`` tensors (None passes through) with zero columns appended so that seq is
-    a multiple of 8 (attention's shapes: see :func:`shape_multiple`), never past the model's
-    positions. A zero in the attention mask makes the new columns padding."""
+    a multiple of ``_COLUMNS`` when ``multiple`` > 1 (attention's shapes: see
+    :func:`shape_multiple`), never past the model's positions. A zero in the attention mask
+    makes the new columns padding."""
     if multiple == 1:
         return tensors
     seq = tensors[0].shape[1]
-    extra = -seq % 8
+    extra = -seq % _COLUMNS
     if not extra or seq + extra > getattr(config, "max_position_embeddings", seq):
         return tensors
     return tuple(None if t is None else torch.nn.functional.pad(t, (0, extra)) for t in tensors)
@@ -120,7 +126,7 @@ class _Packing:
     def __init__(self, attention_mask, multiple=1):
         self.shape = tuple(attention_mask.shape)
         stacked = attention_mask.bool()
-        extra = -int(stacked.sum()) % multiple
+        extra = -int(stacked.sum()) % multiple if multiple > 1 else 0   # no extra sync in fp32
         if extra:
             stacked = stacked.clone()
             stacked.view(-1)[(~stacked).view(-1).nonzero(as_tuple=True)[0][:extra]] = True
@@ -155,12 +161,12 @@ def _attend(attn, config, query, key, value, mask):
     return context.reshape(query.shape[0], q, -1)
 
 
-def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids):
+def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids, multiple):
     """Embeddings and every layer but the last, on the real tokens only:
     ``(hidden (tokens, hidden), packing, mask)``."""
     from transformers.masking_utils import create_bidirectional_mask
 
-    pack = _Packing(attention_mask, shape_multiple(input_ids.device))
+    pack = _Packing(attention_mask, multiple)
     if pack.dense:   # no padding: the usual (batch, seq) call
         kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
     else:            # one (1, tokens) row; each token keeps its position in its own row
@@ -179,7 +185,7 @@ def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_i
     return hidden, pack, mask
 
 
-def _last_layer(last, config, hidden, pack, mask, chosen):
+def _last_layer(last, config, hidden, pack, mask, chosen, multiple):
     """The last layer at the packed tokens ``chosen`` (indices, ``(n,)``) against keys and
     values of every token: ``(n, hidden)``."""
     attn = last.attention.self
@@ -189,9 +195,8 @@ def _last_layer(last, config, hidden, pack, mask, chosen):
     # the i-th chosen token of a row is query i of that row
     first_of_row = torch.searchsorted(rows, rows, right=False)
     slot = torch.arange(n, device=rows.device) - first_of_row
-    multiple = shape_multiple(hidden.device)
     k = int(slot.max()) + 1
-    k += -k % 8 if multiple > 1 else 0          # few query shapes for oneDNN (zero queries)
+    k += -k % _COLUMNS if multiple > 1 else 0   # few query shapes for oneDNN (zero queries)
     picked = _round_rows(hidden[chosen], multiple)                     # (n, hidden), rounded up
     asked = attn.query(picked)[:n]
     query = asked.new_zeros(pack.shape[0], k, asked.shape[-1]).index_put((rows, slot), asked)
@@ -201,23 +206,24 @@ def _last_layer(last, config, hidden, pack, mask, chosen):
 
 
 def _run_first(encoder, layers, last, config, input_ids, attention_mask, token_type_ids):
+    multiple = shape_multiple(input_ids.device)
     input_ids, attention_mask, token_type_ids = _round_columns(
-        config, shape_multiple(input_ids.device), input_ids, attention_mask, token_type_ids)
-    hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids)
+        config, multiple, input_ids, attention_mask, token_type_ids)
+    hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids, multiple)
     chosen = (pack.cols == 0).nonzero(as_tuple=True)[0]               # (batch,): each row's [CLS]
-    out = _last_layer(last, config, hidden, pack, mask, chosen)[:, None]   # (batch, 1, hidden)
+    out = _last_layer(last, config, hidden, pack, mask, chosen, multiple)[:, None]   # (batch, 1, hidden)
     pooler = getattr(encoder, "pooler", None)
     return FirstTokenOutput(last_hidden_state=out, pooler_output=pooler(out) if pooler is not None else None)
 
 
 def _run_positions(encoder, layers, last, config, input_ids, attention_mask, token_type_ids, needed):
-    seq = input_ids.shape[1]
+    seq, multiple = input_ids.shape[1], shape_multiple(input_ids.device)
     input_ids, attention_mask, token_type_ids, needed = _round_columns(
-        config, shape_multiple(input_ids.device), input_ids, attention_mask, token_type_ids, needed)
-    hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids)
+        config, multiple, input_ids, attention_mask, token_type_ids, needed)
+    hidden, pack, mask = _below_last(encoder, layers, config, input_ids, attention_mask, token_type_ids, multiple)
     chosen = needed[pack.rows, pack.cols].nonzero(as_tuple=True)[0]   # (n,) packed indices
     if chosen.numel():
-        out = _last_layer(last, config, hidden, pack, mask, chosen)
+        out = _last_layer(last, config, hidden, pack, mask, chosen, multiple)
         full = out.new_zeros(*pack.shape, out.shape[-1]).index_put((pack.rows[chosen], pack.cols[chosen]), out)
     else:
         full = hidden.new_zeros(*pack.shape, hidden.shape[-1])        # (batch, seq, hidden)
