@@ -74,8 +74,8 @@ def hash_dropout(x, p, training=True):
         return x
     if p >= 1:
         return x * 0
-    scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * scale
+    keep = keep_mask(x.shape, p, x.device)
+    return x * torch.where(keep, x.new_full((), 1.0 / (1.0 - p)), x.new_zeros(()))   # one pass: 0 or 1/(1-p)
 
 
 class HashDropout(nn.Dropout):
@@ -96,12 +96,13 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
                                       dropout=dropout, scaling=scaling, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling   # (batch, heads, q, k)
+    # in place on the fresh product: no copy of the (batch, heads, q, k) scores
+    scores = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         else:
-            scores = scores + attention_mask
+            scores.add_(attention_mask)
     probs = hash_dropout(torch.softmax(scores, dim=-1), dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 

@@ -169,3 +169,29 @@ def test_columns_rounded_to_eight_but_never_past_the_positions():
     assert got_ids.shape == (2, 16) and none is None
     assert got_mask[:, 9:].sum() == 0 and got_mask[:, :9].all()   # the new columns are padding
     assert ll._round_columns(cfg, 1, ids, mask) == (ids, mask)     # fp32: untouched
+
+
+def test_query_key_value_run_as_one_product_unless_a_layer_has_hooks(monkeypatch):
+    ids, mask, needed = _batch()
+    model = _tiny_bert()
+    want = model(input_ids=ids, attention_mask=mask).last_hidden_state[needed]
+    ll.encode_positions(model, ids, mask, needed)   # the first call also checks the path once
+    shapes = []
+    linear = torch.nn.functional.linear
+
+    def counting(x, weight, bias=None):
+        shapes.append(tuple(weight.shape))
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", counting)
+    got = ll.encode_positions(model, ids, mask, needed).last_hidden_state[needed]
+    assert torch.allclose(want, got, atol=1e-5)
+    # two layers below the last: (query, key, value) stacked; the last layer: (key, value)
+    assert shapes.count((96, 32)) == 2 and shapes.count((64, 32)) == 1
+    seen = []
+    model.encoder.layer[0].attention.self.query.register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    shapes.clear()
+    got = ll.encode_positions(model, ids, mask, needed).last_hidden_state[needed]
+    assert torch.allclose(want, got, atol=1e-5)
+    assert seen == [(int(mask.sum()), 32)]          # the hooked layer ran on its own
+    assert shapes.count((96, 32)) == 1
