@@ -59,18 +59,19 @@ def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int
         torch.set_num_threads(old_threads)
 
 
-def cpu_model() -> str:
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
     """The CPU's model name from /proc/cpuinfo, with ``AMX`` or ``bf16`` when it has those units
     (they decide what bf16 autocast costs); ``CPU`` where /proc/cpuinfo is missing."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError:
         return "CPU"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith("model name")), "CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                      if line.startswith("flags")), []))
+    fields = {}   # the first CPU's lines: "key<TAB>: value"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name, flags = fields.get("model name") or "CPU", set(fields.get("flags", "").split())
     units = "AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags else "no bf16 units"
     return f"{name} ({units})"
 

@@ -52,3 +52,17 @@ def test_markdown_has_the_bf16_columns_only_when_a_bf16_side_ran():
         row.pop("ratio_bf16", None)
     del res["train"]["sentiment"]["taskbert_bf16"], res["train"]["sentiment"]["group_by_length_bf16"]
     assert "taskbert bf16 ×" not in markdown(res)
+
+
+def test_cpu_model_names_the_first_cpu_and_its_bf16_units(tmp_path):
+    from bench.common import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx512f amx_bf16 avx512_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    assert cpu_model(str(info)) == "Some Xeon (AMX bf16)"
+    info.write_text("model name\t: Some EPYC\nflags\t\t: fpu avx2\n")
+    assert cpu_model(str(info)) == "Some EPYC (no bf16 units)"
+    info.write_text("flags\t\t: avx512_bf16\n")
+    assert cpu_model(str(info)) == "CPU (AVX-512 bf16)"
+    assert cpu_model(str(tmp_path / "missing")) == "CPU"
