@@ -28,7 +28,7 @@ from .distributed import World
 from .inference import run_inference
 from .errors import RunError, SpecError
 from .fastpath import apply_dropout_setting, keep_freed_memory
-from .optim import build_optimizer, linear_schedule, pick_precision
+from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -158,10 +158,11 @@ class Trainer:
     def _optimizer_step(self):
         t = self.spec.train
         if t.max_grad_norm:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+            norm = clipped_step(self.optimizer, t.max_grad_norm)
             if not torch.isfinite(norm):
                 self._fail(f"the gradient norm is {float(norm)}")
-        self.optimizer.step()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
