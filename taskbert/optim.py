@@ -17,7 +17,7 @@ def pick_precision(setting, device):
 
     ``auto`` uses bf16 only where the hardware has it. On a 2-core AMD EPYC without bf16 units,
     autocast bf16 made training 15-60x slower, so such a CPU stays fp32; on a 2-core Xeon with
-    AMX (oneDNN reports native bf16), bf16 autocast trained MiniLM 1.6x faster than fp32
+    AMX (oneDNN reports native bf16), bf16 autocast trained MiniLM 1.6-1.7x faster than fp32
     (bench/RESULTS.md, ``--bf16``). Evaluation runs under the same autocast.
     """
     if setting == "fp32":
