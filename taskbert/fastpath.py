@@ -101,8 +101,8 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores.add_(attention_mask)
+        else:   # out of place: a float mask may promote bf16 scores, as before
+            scores = scores + attention_mask
     probs = hash_dropout(torch.softmax(scores, dim=-1), dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
