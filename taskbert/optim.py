@@ -62,20 +62,19 @@ def clipped_step(optimizer, max_norm):
     divides every gradient as it is read) instead of in a pass of its own over all 22.7M
     MiniLM gradients: clipping plus step 28.3 -> 24.0 ms on a 2-core Xeon.
     """
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     if not torch.isfinite(norm):
         return norm
-    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    if optimizer.defaults.get("fused") and grads:
+    if optimizer.defaults.get("fused"):
+        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         optimizer.grad_scale = 1.0 / factor   # read by torch.optim.Adam(W).step
         try:
             optimizer.step()
         finally:
             del optimizer.grad_scale
     else:
-        if grads:
-            torch._foreach_mul_(grads, factor.to(grads[0].device))
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         optimizer.step()
     return norm
 
