@@ -59,7 +59,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
     from taskbert.run import prepare
     from taskbert.spec import load_spec
     from taskbert.task import TaskModel
-    from taskbert.optim import build_optimizer, seed_everything
+    from taskbert.optim import build_optimizer, clipped_step, seed_everything
     from taskbert_plugins import feature_cache as fc
 
     spec = load_spec(path, overrides)
@@ -92,8 +92,9 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
                     loss = task.loss(model(batch), batch)
                     loss.backward()
                     if t.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    optimizer.step()
+                        clipped_step(optimizer, t.max_grad_norm)
+                    else:
+                        optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
             heads.append(time.perf_counter() - t0)
             handle.remove()

@@ -7,7 +7,10 @@ a row; ``bench/README.md`` has the figures):
   Mersenne-Twister stream on one core. :class:`HashDropout` draws the same Bernoulli(1 - p)
   keep mask from a counter-based hash (``lowbias32`` of the element index, keyed by two
   numbers drawn from torch's generator, two 16-bit uniforms per hash) computed as vectorised
-  int32 tensor ops on every core, and scales kept values by 1 / (1 - p) as ``nn.Dropout`` does. The keys come from torch's
+  int32 tensor ops on every core, and scales kept values by 1 / (1 - p) as ``nn.Dropout`` does.
+  Where a C compiler is at hand, :mod:`taskbert.native` builds a kernel that makes the same
+  mask in registers and applies it in one pass (forward and backward; the fifteen integer
+  passes of the torch version were most of its cost). The keys come from torch's
   default generator, so ``torch.manual_seed`` and a checkpoint's RNG state still fix every
   mask (exact resume holds). :func:`use_hash_dropout` swaps it in for every ``nn.Dropout``
   of a model and for the dropout on attention probabilities (through a registered
@@ -20,10 +23,13 @@ a row; ``bench/README.md`` has the figures):
   gradient page-faults every step: :func:`keep_freed_memory` (8-9% of a step).
 """
 
+import functools
 import logging
 
 import torch
 from torch import nn
+
+from . import native
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +75,50 @@ def keep_mask(shape, p, device="cpu", keys=None):
 
 
 def hash_dropout(x, p, training=True):
-    """``nn.functional.dropout`` with the mask from :func:`keep_mask`."""
+    """``nn.functional.dropout`` with the mask from :func:`keep_mask`: on a CPU tensor of
+    float32 or bfloat16, by the one-pass C kernel of :mod:`taskbert.native` where it could be
+    built (the same mask, the same numbers), else by torch operations."""
     if not training or p == 0:
         return x
     if p >= 1:
         return x * 0
+    if x.device.type == "cpu" and x.dtype in _KERNELS and x.numel() and native.library() is not None:
+        return _NativeDropout.apply(x, p, torch.randint(0, 2**31 - 1, (2,)).tolist())
     keep = keep_mask(x.shape, p, x.device)
     return x * torch.where(keep, x.new_full((), 1.0 / (1.0 - p)), x.new_zeros(()))   # one pass: 0 or 1/(1-p)
+
+
+_KERNELS = {torch.float32: "hashdrop_f32", torch.bfloat16: "hashdrop_bf16"}
+
+
+@functools.lru_cache(maxsize=64)
+def _scale(p, dtype):
+    """1 / (1 - p) rounded to ``dtype`` as ``x.new_full`` rounds it in the torch version."""
+    return float(torch.tensor(1.0 / (1.0 - p), dtype=dtype))
+
+
+def _apply_kernel(x, p, keys):
+    """``x`` times :func:`keep_mask` ``(x.shape, p, keys=keys)`` scaled by 1 / (1 - p), in one pass."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    scale = _scale(p, x.dtype)
+    n = x.numel()
+    getattr(native.library(), _KERNELS[x.dtype])(x.data_ptr(), out.data_ptr(), n, keys[0], keys[1],
+                                                 round(p * 2**16) - 2**15, scale, 0, (n + 1) // 2)
+    return out
+
+
+class _NativeDropout(torch.autograd.Function):
+    """Hashed dropout whose backward remakes the mask from the two keys (nothing saved)."""
+
+    @staticmethod
+    def forward(ctx, x, p, keys):
+        ctx.p, ctx.keys = p, keys
+        return _apply_kernel(x, p, keys)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _apply_kernel(grad, ctx.p, ctx.keys), None, None
 
 
 class HashDropout(nn.Dropout):

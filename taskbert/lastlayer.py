@@ -153,17 +153,29 @@ def _heads(attn, x):
     return x.view(x.shape[0], x.shape[1], -1, attn.attention_head_size).transpose(1, 2)
 
 
+def _global_module_hooks():
+    """Whether hooks registered for every module (``register_module_forward_hook`` and its
+    kin) are set: then each projection runs as its own module call, so they fire as usual."""
+    m = torch.nn.modules.module
+    return any(getattr(m, name, None) for name in (
+        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+        "_global_backward_pre_hooks"))
+
+
 def _projected_heads(attn, pack, hidden, names, multiple):
     """The ``names`` projections (of ``query``, ``key``, ``value``) of the stack ``hidden``
     ``(tokens, hidden)``, each as ``(batch, heads, seq, d)``. Plain linear layers run as one
     product against their stacked weights (one larger GEMM runs nearer a CPU's peak than
     three small ones, in the backward too; the scatter into the padded layout runs once).
-    Run one by one: layers with a forward of their own (``taskbert.packed``) or hooks, other
-    kinds of layer, and everything while the stack is rounded (CPU bf16: no faster there, and
-    oneDNN's kernels for the new shapes held about 100 MB more)."""
+    Run one by one: layers with a forward of their own (``taskbert.packed``) or hooks (their
+    own, forward or backward, or global ones), other kinds of layer, and everything while the
+    stack is rounded (CPU bf16: no faster there, and oneDNN's kernels for the new shapes held
+    about 100 MB more)."""
     layers = [getattr(attn, name) for name in names]
-    if multiple == 1 and all(type(f) is torch.nn.Linear and f.bias is not None and "forward" not in vars(f)
-                             and not f._forward_hooks and not f._forward_pre_hooks for f in layers):
+    if multiple == 1 and not _global_module_hooks() and all(
+            type(f) is torch.nn.Linear and f.bias is not None and "forward" not in vars(f)
+            and not (f._forward_hooks or f._forward_pre_hooks or f._backward_hooks or f._backward_pre_hooks)
+            for f in layers):
         both = torch.nn.functional.linear(hidden, torch.cat([f.weight for f in layers]),
                                           torch.cat([f.bias for f in layers]))
         parts = pack.padded(both).split([f.out_features for f in layers], dim=-1)
@@ -263,6 +275,21 @@ def _tracing():
     return bool((compiler is not None and compiler.is_compiling()) or torch.jit.is_tracing())
 
 
+def _hooked(encoder):
+    """Whether a hook is set that these paths would pass by: a global module hook, or one on
+    the encoder, its layer stack, a layer, its attention or self-attention (modules whose own
+    forward these paths replace; the sub-modules they call still run as modules)."""
+    if _global_module_hooks():
+        return True
+    stack = getattr(encoder, "encoder", None)
+    modules = [encoder, stack]
+    for layer in getattr(stack, "layer", ()):
+        attention = getattr(layer, "attention", None)
+        modules += [layer, attention, getattr(attention, "self", None)]
+    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                                  or m._backward_pre_hooks) for m in modules)
+
+
 def _usable(encoder, attribute, check):
     """Whether a path fits ``encoder``: decided on the first call, kept on the module."""
     usable = getattr(encoder, attribute, None)
@@ -276,8 +303,10 @@ def _usable(encoder, attribute, check):
 def encode_first_token(encoder, input_ids, attention_mask, token_type_ids=None):
     """``encoder(...)`` for a task that reads only position 0 (``last_hidden_state`` is
     ``(batch, 1, hidden)``; ``pooler_output`` as usual). An encoder this path does not fit,
-    or whose result differs from the full pass on the first batch, runs whole."""
-    if _tracing() or not _usable(encoder, "_taskbert_first_token", (input_ids, attention_mask, token_type_ids, None)) \
+    or whose result differs from the full pass on the first batch, or one with a hook these
+    paths would pass by (:func:`_hooked`), runs whole."""
+    if _tracing() or _hooked(encoder) \
+            or not _usable(encoder, "_taskbert_first_token", (input_ids, attention_mask, token_type_ids, None)) \
             or not bool(attention_mask[:, 0].all()):   # a row without [CLS] at 0 (left padding)
         return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
     return _run_first(*_parts(encoder), input_ids, attention_mask, token_type_ids)
@@ -287,9 +316,10 @@ def encode_positions(encoder, input_ids, attention_mask, needed, token_type_ids=
     """``encoder(...)`` for a task that reads the positions where ``needed`` ``(batch, seq)``
     is True: ``last_hidden_state`` is ``(batch, seq, hidden)``, exact there and zero elsewhere;
     ``pooler_output`` only when every row asks for position 0. An encoder this path does not
-    fit runs whole (then every position is filled)."""
+    fit, or one with a hook it would pass by, runs whole (then every position is filled)."""
     needed = needed.bool() & attention_mask.bool()
-    if _tracing() or not _usable(encoder, "_taskbert_positions", (input_ids, attention_mask, token_type_ids, needed)):
+    if _tracing() or _hooked(encoder) \
+            or not _usable(encoder, "_taskbert_positions", (input_ids, attention_mask, token_type_ids, needed)):
         return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
     return _run_positions(*_parts(encoder), input_ids, attention_mask, token_type_ids, needed)
 

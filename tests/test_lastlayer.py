@@ -195,3 +195,57 @@ def test_query_key_value_run_as_one_product_unless_a_layer_has_hooks(monkeypatch
     assert torch.allclose(want, got, atol=1e-5)
     assert seen == [(int(mask.sum()), 32)]          # the hooked layer ran on its own
     assert shapes.count((96, 32)) == 1
+
+
+@pytest.mark.parametrize("kind", ["global forward", "global pre", "own backward"])
+def test_projections_run_one_by_one_under_global_or_backward_hooks(monkeypatch, kind):
+    ids, mask, needed = _batch()
+    model = _tiny_bert()
+    want = model(input_ids=ids, attention_mask=mask).last_hidden_state[needed]
+    ll.encode_positions(model, ids, mask, needed)
+    seen = []
+    query = model.encoder.layer[0].attention.self.query
+    if kind == "global forward":
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: seen.append(m))
+    elif kind == "global pre":
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: seen.append(m))
+    else:
+        handle = query.register_full_backward_hook(lambda m, gin, gout: seen.append(m))
+    try:
+        got = ll.encode_positions(model, ids, mask, needed).last_hidden_state
+        if kind == "own backward":
+            got.sum().backward()
+    finally:
+        handle.remove()
+    assert torch.allclose(want, got[needed], atol=1e-5)
+    assert query in seen                      # the query projection ran as its own module
+    if kind != "own backward":
+        for layer in model.encoder.layer[:-1]:
+            assert layer.attention.self.key in seen and layer.attention.self.value in seen
+
+
+@pytest.mark.parametrize("where", ["layer", "attention", "self-attention", "encoder"])
+@pytest.mark.parametrize("path", ["first", "positions"])
+def test_a_hook_the_paths_would_pass_by_makes_the_encoder_run_whole(where, path):
+    ids, mask, needed = _batch()
+    model = _tiny_bert()
+    layer = model.encoder.layer[1]
+    module = {"layer": layer, "attention": layer.attention, "self-attention": layer.attention.self,
+              "encoder": model}[where]
+    run = (lambda: ll.encode_first_token(model, ids, mask)) if path == "first" \
+        else (lambda: ll.encode_positions(model, ids, mask, needed))
+    run()
+    calls = []
+    handle = module.register_forward_hook(lambda m, a, out: calls.append(1))
+    try:
+        out = run().last_hidden_state
+    finally:
+        handle.remove()
+    assert calls == [1]
+    full = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    if path == "first":
+        assert out.shape == full.shape        # the whole encoder's output, every position
+    else:
+        assert torch.allclose(out[needed], full[needed], atol=1e-5)
+    run()
+    assert calls == [1]                       # hook removed: the fast path again, no call
