@@ -82,7 +82,8 @@ def hash_dropout(x, p, training=True):
         return x
     if p >= 1:
         return x * 0
-    if x.device.type == "cpu" and x.dtype in _KERNELS and x.numel() and native.library() is not None:
+    if x.device.type == "cpu" and x.dtype in _KERNELS and x.numel() and not torch.compiler.is_compiling() \
+            and native.library() is not None:
         return _NativeDropout.apply(x, p, torch.randint(0, 2**31 - 1, (2,)).tolist())
     keep = keep_mask(x.shape, p, x.device)
     return x * torch.where(keep, x.new_full((), 1.0 / (1.0 - p)), x.new_zeros(()))   # one pass: 0 or 1/(1-p)
@@ -109,7 +110,9 @@ def _apply_kernel(x, p, keys):
 
 
 class _NativeDropout(torch.autograd.Function):
-    """Hashed dropout whose backward remakes the mask from the two keys (nothing saved)."""
+    """Hashed dropout whose backward remakes the mask from the two keys (nothing saved); its
+    backward is not differentiated again (for ``create_graph``, set
+    ``TASKBERT_NATIVE=0`` or ``train.dropout_masks: torch``)."""
 
     @staticmethod
     def forward(ctx, x, p, keys):
@@ -117,6 +120,7 @@ class _NativeDropout(torch.autograd.Function):
         return _apply_kernel(x, p, keys)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         return _apply_kernel(grad, ctx.p, ctx.keys), None, None
 
