@@ -63,6 +63,17 @@ def _build(compiler, target):
             os.unlink(tmp)
 
 
+def library_path(compiler):
+    """Where the library built by ``compiler`` for this source, these flags and this CPU lives."""
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), compiler, _machine()])
+                         .encode()).hexdigest()[:16]
+    return cache_dir() / f"hashdrop-{key}.so"
+
+
+def _compiler():
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def library():
     """The loaded kernel library, or None (no compiler, a failed build, ``TASKBERT_NATIVE=0``,
     a big-endian machine). Decided once per process."""
@@ -71,17 +82,19 @@ def library():
     _state["tried"] = True
     if os.environ.get("TASKBERT_NATIVE", "1") == "0" or sys.byteorder != "little":
         return None   # off, or a byte order the kernel's int16 halves do not follow
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = _compiler()
     if compiler is None:
         log.info("hashed dropout kernel not built: no C compiler (cc, gcc or $CC)")
         return None
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), compiler, _machine()])
-                         .encode()).hexdigest()[:16]
-    target = cache_dir() / f"hashdrop-{key}.so"
+    target = library_path(compiler)
     try:
         if not target.exists():
             _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError:              # a cached file that no longer loads: build it once more
+            _build(compiler, target)
+            lib = ctypes.CDLL(str(target))
         for name in ("hashdrop_f32", "hashdrop_bf16"):
             getattr(lib, name).argtypes = _KERNEL_ARGS
             getattr(lib, name).restype = None

@@ -110,3 +110,12 @@ def test_no_compiler_or_a_failed_build_falls_back_and_leaves_nothing(fresh, monk
 def test_switched_off_by_environment(fresh, monkeypatch):
     monkeypatch.setenv("TASKBERT_NATIVE", "0")
     assert native.library() is None
+
+
+@needs_compiler
+def test_a_cached_library_that_does_not_load_is_built_again(fresh):
+    target = native.library_path(native._compiler())
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a library")
+    assert native.library() is not None
+    assert target.read_bytes()[:4] == b"\x7fELF"
