@@ -50,6 +50,11 @@ def _mix(x):
     return x
 
 
+def _draw_keys():
+    """The two hash keys of one mask, from torch's default generator (both paths draw alike)."""
+    return torch.randint(0, 2**31 - 1, (2,)).tolist()
+
+
 def keep_mask(shape, p, device="cpu", keys=None):
     """A bool tensor of ``shape``, each entry True with probability 1 - p, independently.
 
@@ -65,7 +70,7 @@ def keep_mask(shape, p, device="cpu", keys=None):
     if _INDEX.numel() < half:
         _INDEX = torch.arange(max(half, 2 * _INDEX.numel()), dtype=torch.int32)
     if keys is None:
-        keys = torch.randint(0, 2**31 - 1, (2,)).tolist()
+        keys = _draw_keys()
     x = _INDEX[:half] + keys[0]
     _mix(x)
     x ^= keys[1]        # a second key, spread by one more multiply: two calls whose index
@@ -84,7 +89,7 @@ def hash_dropout(x, p, training=True):
         return x * 0
     if x.device.type == "cpu" and x.dtype in _KERNELS and x.numel() and not torch.compiler.is_compiling() \
             and native.library() is not None:
-        return _NativeDropout.apply(x, p, torch.randint(0, 2**31 - 1, (2,)).tolist())
+        return _NativeDropout.apply(x, p, _draw_keys())
     keep = keep_mask(x.shape, p, x.device)
     return x * torch.where(keep, x.new_full((), 1.0 / (1.0 - p)), x.new_zeros(()))   # one pass: 0 or 1/(1-p)
 
@@ -105,7 +110,7 @@ def _apply_kernel(x, p, keys):
     scale = _scale(p, x.dtype)
     n = x.numel()
     getattr(native.library(), _KERNELS[x.dtype])(x.data_ptr(), out.data_ptr(), n, keys[0], keys[1],
-                                                 round(p * 2**16) - 2**15, scale, 0, (n + 1) // 2)
+                                                 round(p * 2**16) - 2**15, scale)
     return out
 
 

@@ -26,17 +26,16 @@ static inline uint32_t hash(uint32_t j, uint32_t k0, uint32_t k1) {
 /* float32: x times scale or 0, one IEEE multiply, as torch's x * where(keep, scale, 0)
  * (so a dropped inf or NaN gives NaN there as here) */
 void hashdrop_f32(const float *x, float *out, int64_t n, uint32_t k0, uint32_t k1,
-                  int32_t threshold, float scale, int64_t start, int64_t stop) {
-    /* hashes [start, stop), each for elements 2j and 2j + 1 (the last may be past n) */
-    int64_t whole = stop < n / 2 ? stop : n / 2;   /* pairs with both elements inside */
-    for (int64_t j = start; j < whole; j++) {
+                  int32_t threshold, float scale) {
+    /* hash j decides elements 2j and 2j + 1 */
+    for (int64_t j = 0; j < n / 2; j++) {
         uint32_t h = hash((uint32_t)j, k0, k1);
         int32_t lo = (int16_t)(h & 0xFFFFu), hi = (int16_t)(h >> 16);
         out[2 * j] = x[2 * j] * (lo >= threshold ? scale : 0.0f);
         out[2 * j + 1] = x[2 * j + 1] * (hi >= threshold ? scale : 0.0f);
     }
-    if (whole < stop && (n & 1)) {                  /* the odd last element */
-        uint32_t h = hash((uint32_t)whole, k0, k1);
+    if (n & 1) {                                    /* the odd last element */
+        uint32_t h = hash((uint32_t)(n / 2), k0, k1);
         out[n - 1] = x[n - 1] * ((int16_t)(h & 0xFFFFu) >= threshold ? scale : 0.0f);
     }
 }
@@ -54,16 +53,15 @@ static inline uint16_t bf16_mul(uint16_t a, float scale) {
 }
 
 void hashdrop_bf16(const uint16_t *x, uint16_t *out, int64_t n, uint32_t k0, uint32_t k1,
-                   int32_t threshold, float scale, int64_t start, int64_t stop) {
-    int64_t whole = stop < n / 2 ? stop : n / 2;
-    for (int64_t j = start; j < whole; j++) {
+                   int32_t threshold, float scale) {
+    for (int64_t j = 0; j < n / 2; j++) {
         uint32_t h = hash((uint32_t)j, k0, k1);
         int32_t lo = (int16_t)(h & 0xFFFFu), hi = (int16_t)(h >> 16);
         out[2 * j] = bf16_mul(x[2 * j], lo >= threshold ? scale : 0.0f);
         out[2 * j + 1] = bf16_mul(x[2 * j + 1], hi >= threshold ? scale : 0.0f);
     }
-    if (whole < stop && (n & 1)) {
-        uint32_t h = hash((uint32_t)whole, k0, k1);
+    if (n & 1) {
+        uint32_t h = hash((uint32_t)(n / 2), k0, k1);
         out[n - 1] = bf16_mul(x[n - 1], (int16_t)(h & 0xFFFFu) >= threshold ? scale : 0.0f);
     }
 }

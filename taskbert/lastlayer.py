@@ -155,7 +155,7 @@ def _heads(attn, x):
 
 def _global_module_hooks():
     """Whether hooks registered for every module (``register_module_forward_hook`` and its
-    kin) are set: then each projection runs as its own module call, so they fire as usual."""
+    kin) are set: then the whole encoder runs (:func:`_hooked`), so they fire as usual."""
     m = torch.nn.modules.module
     return any(getattr(m, name, None) for name in (
         "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -167,12 +167,12 @@ def _projected_heads(attn, pack, hidden, names, multiple):
     ``(tokens, hidden)``, each as ``(batch, heads, seq, d)``. Plain linear layers run as one
     product against their stacked weights (one larger GEMM runs nearer a CPU's peak than
     three small ones, in the backward too; the scatter into the padded layout runs once).
-    Run one by one: layers with a forward of their own (``taskbert.packed``) or hooks (their
-    own, forward or backward, or global ones), other kinds of layer, and everything while the
-    stack is rounded (CPU bf16: no faster there, and oneDNN's kernels for the new shapes held
-    about 100 MB more)."""
+    Run one by one: layers with a forward of their own (``taskbert.packed``) or hooks of their
+    own (forward or backward; global hooks make the whole encoder run, :func:`_hooked`), other
+    kinds of layer, and everything while the stack is rounded (CPU bf16: no faster there, and
+    oneDNN's kernels for the new shapes held about 100 MB more)."""
     layers = [getattr(attn, name) for name in names]
-    if multiple == 1 and not _global_module_hooks() and all(
+    if multiple == 1 and all(
             type(f) is torch.nn.Linear and f.bias is not None and "forward" not in vars(f)
             and not (f._forward_hooks or f._forward_pre_hooks or f._backward_hooks or f._backward_pre_hooks)
             for f in layers):

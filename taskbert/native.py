@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("hashdrop.c")
 FLAGS = ["-O3", "-march=native", "-std=c99", "-shared", "-fPIC"]
 _KERNEL_ARGS = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32,
-                ctypes.c_int32, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]
+                ctypes.c_int32, ctypes.c_float]
 _state = {"tried": False, "lib": None}
 
 
@@ -100,6 +100,8 @@ def library():
             getattr(lib, name).restype = None
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace").strip()
         log.info("hashed dropout kernel not built, the torch version runs: %s", detail)
         return None
     _state["lib"] = lib
