@@ -270,9 +270,9 @@ def _add_plugin_commands():
         from .plugins import get_plugin_manager
 
         get_plugin_manager().hook.taskbert_register_commands(cli=cli)
-    except TaskbertError as exc:  # a broken plugin must not hide the built-in commands
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    except TaskbertError as exc:  # a broken plugin must not hide the built-in commands:
+        # --help still works; a command that needs the plugins stops with this same line
+        click.echo(f"warning: {exc}", err=True)
 
 
 def main():

@@ -8,8 +8,10 @@ only through the ``taskbert`` entry-point group. Two environment variables choos
   such as ``taskbert_plugins.pairs`` or entry-point names).
 """
 
+import difflib
 import importlib
 import os
+import sys
 from importlib import metadata
 
 import pluggy
@@ -46,10 +48,47 @@ def _env_list(name):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _skip_hint(name):
+    return f"; TASKBERT_DISABLE_PLUGINS={name} runs taskbert without it"
+
+
+def _unknown_hooks(pm):
+    """``(plugin name, hook name)`` for every ``taskbert_*`` hookimpl with no hookspec."""
+    known = {n for n in dir(hookspecs) if n.startswith("taskbert_")}
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        for attr in dir(plugin):
+            if attr.startswith("taskbert_") and attr not in known \
+                    and pm.parse_hookimpl_opts(plugin, attr) is not None:
+                out.append((name, attr))
+    return out
+
+
+def _warn_unmatched(variable, names, known):
+    """A name in TASKBERT_LOAD_PLUGINS / TASKBERT_DISABLE_PLUGINS that matches no plugin is
+    almost always a typo; say so instead of silently loading or blocking nothing."""
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            print(f"warning: {variable}: no plugin is named {name!r}{hint}; known: "
+                  f"{', '.join(sorted(known)) or 'none installed'}", file=sys.stderr)
+
+
+def filter_note():
+    """A clause for 'unknown task' errors when an environment variable filtered plugins."""
+    notes = [f"{v}={os.environ[v]} is set" for v in ("TASKBERT_LOAD_PLUGINS", "TASKBERT_DISABLE_PLUGINS")
+             if os.environ.get(v) is not None]
+    return f" ({' and '.join(notes)})" if notes else ""
+
+
 def _create_manager():
     pm = pluggy.PluginManager("taskbert")
     pm.add_hookspecs(hookspecs)
     disabled = set(_env_list("TASKBERT_DISABLE_PLUGINS") or [])
+    entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    names = set(DEFAULT_PLUGINS) | {ep.name for ep in entry_points}
+    _warn_unmatched("TASKBERT_DISABLE_PLUGINS", sorted(disabled), names)
     for module_name in DEFAULT_PLUGINS:
         if module_name in disabled:
             continue
@@ -61,7 +100,9 @@ def _create_manager():
             raise
         pm.register(module, name=module_name)
     only = _env_list("TASKBERT_LOAD_PLUGINS")
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    _warn_unmatched("TASKBERT_LOAD_PLUGINS", only or [],
+                    {ep.name for ep in entry_points} | {ep.dist.name for ep in entry_points if ep.dist})
+    for ep in entry_points:
         if ep.name in disabled or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             continue
         if only is not None and ep.name not in only and ep.dist.name not in only:
@@ -71,13 +112,24 @@ def _create_manager():
         except Exception as exc:  # a broken third-party install must not look like ours
             raise TaskbertError(
                 f"plugin {ep.name!r} (entry point {ep.value}) failed to import: {exc}"
-            ) from exc
-        pm.register(plugin, name=ep.name)
+                + _skip_hint(ep.name)) from exc
+        try:
+            pm.register(plugin, name=ep.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:  # bad hookimpl arguments
+            raise TaskbertError(f"plugin {ep.name!r} (entry point {ep.value}): "
+                                f"{' '.join(str(exc).split())}" + _skip_hint(ep.name)) from exc
         _versions[ep.name] = f"{ep.dist.name} {ep.dist.version}"
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise TaskbertError(f"a plugin implements an unknown hook: {exc}") from exc
+        unknown = _unknown_hooks(pm)
+        if not unknown:
+            raise TaskbertError(f"a plugin implements an unknown hook: {exc}") from exc
+        name, attr = unknown[0]
+        close = difflib.get_close_matches(attr, [n for n in dir(hookspecs) if n.startswith("taskbert_")], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TaskbertError(f"plugin {name!r} implements an unknown hook {attr!r}{hint}"
+                            + _skip_hint(name)) from exc
     return pm
 
 
@@ -96,6 +148,19 @@ def reset():
     _registries = None
 
 
+def _task_name(cls, owner):
+    """The registry key of a Task class a plugin registers, or one line saying what is wrong."""
+    from .task import Task
+
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskbertError(f"plugin {owner!r} registered {cls!r} as a task: register takes a "
+                            f"taskbert.Task subclass" + _skip_hint(owner))
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise TaskbertError(f"plugin {owner!r} registered task class {cls.__name__} without a "
+                            f"name: set the class attribute name = '...'" + _skip_hint(owner))
+    return cls.name
+
+
 class Registries:
     """The tables filled by the registration hooks."""
 
@@ -104,6 +169,8 @@ class Registries:
         self.readers = Registry("reader")
         self.metrics = Registry("metric")
         self.loggers = Registry("logger")
+        for registry in (self.tasks, self.readers, self.metrics, self.loggers):
+            registry.note = filter_note()
         for impl in reversed(pm.hook.taskbert_register_loggers.get_hookimpls()):
             owner = impl.plugin_name
             impl.function(
@@ -111,7 +178,7 @@ class Registries:
             )
         for impl in reversed(pm.hook.taskbert_register_tasks.get_hookimpls()):
             owner = impl.plugin_name
-            impl.function(register=lambda cls, _o=owner: self.tasks.register(cls.name, cls, _o))
+            impl.function(register=lambda cls, _o=owner: self.tasks.register(_task_name(cls, _o), cls, _o))
         for impl in reversed(pm.hook.taskbert_register_readers.get_hookimpls()):
             owner = impl.plugin_name
             impl.function(

@@ -16,6 +16,7 @@ class Registry:
         self.kind = kind
         self._items = {}
         self._owners = {}
+        self.note = ""  # appended to 'unknown name' errors (e.g. which plugins were filtered out)
 
     def register(self, name, obj, owner=None):
         """Add ``obj`` under ``name``; raise if the name is already registered."""
@@ -38,7 +39,7 @@ class Registry:
         close = difflib.get_close_matches(str(name), list(self._items), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         prefix = f"{where}: " if where else ""
-        raise UnknownNameError(f"{prefix}unknown {self.kind} {name!r}{hint}; known: {known}")
+        raise UnknownNameError(f"{prefix}unknown {self.kind} {name!r}{hint}; known: {known}{self.note}")
 
     def owner(self, name):
         """Which plugin registered ``name``."""

@@ -89,3 +89,98 @@ def test_sample_plugin_is_listed_and_runs(installed_sample, tiny_encoder, sentim
     assert "mean_pool_classification" not in plugin_mod.registries().tasks
     monkeypatch.delenv("TASKBERT_LOAD_PLUGINS")
     plugin_mod.reset()
+
+
+class _FakeDist:
+    name, version = "fake-dist", "1.0"
+
+
+class _FakeEntryPoint:
+    """What ``importlib.metadata.entry_points`` yields, holding a plugin object in memory."""
+
+    def __init__(self, name, plugin):
+        self.name, self.value, self.dist, self._plugin = name, f"fake_{name}", _FakeDist(), plugin
+
+    def load(self):
+        return self._plugin
+
+
+def _with_entry_points(monkeypatch, **plugins):
+    eps = [_FakeEntryPoint(name, plugin) for name, plugin in plugins.items()]
+    monkeypatch.setattr(plugin_mod.metadata, "entry_points", lambda group: eps)
+    plugin_mod.reset()
+
+
+def _hookimpl_plugin(hook_name, argnames, body=lambda **kw: None):
+    """A plugin namespace with one hookimpl named ``hook_name`` taking ``argnames``."""
+    from types import SimpleNamespace
+
+    from taskbert import hookimpl
+
+    namespace = {}
+    exec(f"def {hook_name}({', '.join(argnames)}): return body({', '.join(f'{a}={a}' for a in argnames)})",
+         {"body": body}, namespace)
+    return SimpleNamespace(**{hook_name: hookimpl(namespace[hook_name])})
+
+
+@pytest.mark.parametrize("hook_name, argnames, expected", [
+    # a hookimpl argument the spec does not have: pluggy's multi-line error becomes one line
+    ("taskbert_register_tasks", ["registry"], r"plugin 'bad' \(entry point fake_bad\): .*registry"),
+    # a misspelt hook: named, with the hook it was probably meant to be
+    ("taskbert_register_task", ["register"],
+     "plugin 'bad' implements an unknown hook 'taskbert_register_task' "
+     r"\(did you mean 'taskbert_register_tasks'\?\)"),
+])
+def test_a_broken_plugin_is_one_line_naming_it_and_the_way_around_it(monkeypatch, hook_name, argnames,
+                                                                     expected):
+    _with_entry_points(monkeypatch, bad=_hookimpl_plugin(hook_name, argnames))
+    try:
+        with pytest.raises(TaskbertError, match=expected) as info:
+            plugin_mod.get_plugin_manager()
+        assert "\n" not in str(info.value) and "TASKBERT_DISABLE_PLUGINS=bad" in str(info.value)
+        monkeypatch.setenv("TASKBERT_DISABLE_PLUGINS", "bad")
+        plugin_mod.reset()
+        assert "sentence_classification" in plugin_mod.registries().tasks
+    finally:
+        plugin_mod.reset()
+
+
+@pytest.mark.parametrize("registered, expected", [
+    (object, "registered <class 'object'> as a task: register takes a taskbert.Task subclass"),
+    ("a string", "registered 'a string' as a task"),
+])
+def test_registering_something_that_is_not_a_task_is_one_line(monkeypatch, registered, expected):
+    plugin = _hookimpl_plugin("taskbert_register_tasks", ["register"],
+                              lambda register: register(registered))
+    _with_entry_points(monkeypatch, odd=plugin)
+    try:
+        with pytest.raises(TaskbertError, match="plugin 'odd' " + expected.replace("(", r"\(")):
+            plugin_mod.registries()
+    finally:
+        plugin_mod.reset()
+
+
+def test_plugin_names_in_the_environment_that_match_nothing_are_warned_about(monkeypatch, capsys):
+    _with_entry_points(monkeypatch, my_tasks=_hookimpl_plugin("taskbert_train_end", ["trainer", "metrics"]))
+    monkeypatch.setenv("TASKBERT_LOAD_PLUGINS", "my_task")
+    monkeypatch.setenv("TASKBERT_DISABLE_PLUGINS", "classification")
+    try:
+        registries = plugin_mod.registries()
+        err = capsys.readouterr().err
+        assert ("warning: TASKBERT_LOAD_PLUGINS: no plugin is named 'my_task' (did you mean 'my_tasks'?)"
+                in err)
+        assert ("warning: TASKBERT_DISABLE_PLUGINS: no plugin is named 'classification' "
+                "(did you mean 'taskbert_plugins.classification'?)" in err)
+        assert not plugin_mod.get_plugin_manager().has_plugin("my_tasks")
+        # an unknown task then says which variables filtered the plugins
+        with pytest.raises(UnknownNameError, match=r"\(TASKBERT_LOAD_PLUGINS=my_task is set and "
+                                                   r"TASKBERT_DISABLE_PLUGINS=classification is set\)"):
+            registries.tasks.get("mean_pool_classification")
+        monkeypatch.setenv("TASKBERT_LOAD_PLUGINS", "my_tasks")
+        monkeypatch.delenv("TASKBERT_DISABLE_PLUGINS")
+        plugin_mod.reset()
+        plugin_mod.registries()
+        assert plugin_mod.get_plugin_manager().has_plugin("my_tasks")
+        assert "warning" not in capsys.readouterr().err
+    finally:
+        plugin_mod.reset()
