@@ -6,6 +6,8 @@ layer, softmax. Weights are named as in ``BertForSequenceClassification``, so a 
 When the encoder has no pooler, the raw [CLS] vector feeds the classifier.
 """
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,21 +19,74 @@ from taskbert.task import softmax_list
 
 
 def label_text(value):
-    """Labels are names: ints and bools in data become their string form."""
+    """The label name of a scalar from data or options; None for null, lists and objects.
+
+    Strings stay as they are; booleans become ``true``/``false``; integers, and whole floats
+    such as ``3.0``, become their digits, so ``3`` from jsonl, ``"3"`` from a CSV cell and
+    ``3`` in ``task_options.labels`` are the same label. Other floats keep their string form
+    (``'0.5'``, ``'nan'``) so that ``drop_labels`` can name them; :func:`is_label` refuses them
+    as labels.
+    """
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer():   # False for NaN and infinities
         value = int(value)
-    return str(value)
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return None
+
+
+def is_label(value):
+    """True for a value that can name a class: a non-empty string, an integer (or a whole
+    float), a boolean. Null, lists, objects, NaN and fractional numbers cannot."""
+    name = label_text(value)
+    if name is None or not name.strip():
+        return False
+    return not isinstance(value, float) or value.is_integer()
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def label_order(labels):
+    """Labels in id order: numerically when every name is an integer (``0, 1, 2, 10`` rather
+    than ``0, 1, 10, 2``, so id ``i`` is label ``i`` for a plain-transformers argmax),
+    otherwise sorted as strings."""
+    labels = set(labels)
+    if labels and all(_INTEGER.fullmatch(lab) for lab in labels):
+        return sorted(labels, key=lambda lab: (int(lab), lab))
+    return sorted(labels)
+
+
+def normalize_label_options(options):
+    """Turn ``labels`` and ``drop_labels`` of a frozen Options instance into label names
+    (see :func:`label_text`); called from ``__post_init__``, so a ValueError becomes a
+    one-line SpecError naming the spec file and ``task_options``."""
+    for key in ("labels", "drop_labels"):
+        values = getattr(options, key)
+        if values is None:
+            continue
+        names = {}
+        for value in values:
+            name = label_text(value)
+            if not is_label(value) and not (key == "drop_labels" and name is not None):
+                raise ValueError(f"{key}: {value!r} is not a label; use non-empty strings, integers "
+                                 f"or booleans")
+            if name in names:
+                same = "" if names[name] == value else f" ({names[name]!r} and {value!r} are the same label)"
+                raise ValueError(f"{key}: {name!r} is listed twice{same}; list each label once")
+            names[name] = value
+        object.__setattr__(options, key, tuple(names))
 
 
 @dataclass(frozen=True)
 class ClassificationOptions:
     text_field: str = field(default="text", metadata={"help": "record field holding the text"})
     label_field: str = field(default="label", metadata={"help": "record field holding the label"})
-    labels: Optional[tuple[str, ...]] = field(default=None, metadata={
-        "help": "label names in order; default: sorted labels of the training data"})
-    drop_labels: tuple[str, ...] = field(default=(), metadata={
+    labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
+        "help": "label names in order; default: the training data's labels, sorted "
+                "(numerically when all are integers)"})
+    drop_labels: tuple[str | int | bool, ...] = field(default=(), metadata={
         "help": "skip records with these labels (counted in validate)"})
     unseen_labels: str = field(default="error", metadata={
         "help": "labels in validation/test missing from train: error or ignore"})
@@ -43,6 +98,7 @@ class ClassificationOptions:
     def __post_init__(self):
         if self.unseen_labels not in ("error", "ignore"):
             raise ValueError(f"unseen_labels: {self.unseen_labels!r} is not allowed; use 'error' or 'ignore'")
+        normalize_label_options(self)
 
 
 class ClassificationHead(nn.Module):
@@ -74,32 +130,62 @@ class TextLabelTask(Task):
         self.dropped = {}
 
     def _label(self, record, where, labelled):
+        """The label name of ``record`` (see :func:`label_text`); False when it is in
+        ``drop_labels`` (checked first, so a listed value is skipped, never refused); None
+        when an unlabelled input (predict, serve) has no usable label."""
         field_name = self.options.label_field
-        if field_name not in record or record[field_name] is None:
+        if field_name not in record:
             if labelled:
                 raise DataError(f"{where}: missing label field {field_name!r}; record has: "
                                 f"{', '.join(map(str, record)) or 'nothing'} (set task_options.label_field)")
             return None
-        label = label_text(record[field_name])
-        if label in self.options.drop_labels:
-            self.dropped[where.rsplit(":", 1)[0]] = self.dropped.get(where.rsplit(":", 1)[0], 0) + 1
+        value = record[field_name]
+        label = label_text(value)
+        if label is not None and label in self.options.drop_labels:
+            path = where.rsplit(":", 1)[0]
+            self.dropped[path] = self.dropped.get(path, 0) + 1
             return False
-        return label
+        if is_label(value):
+            return label
+        if not labelled:   # predict/serve never read the label
+            return None
+        if value is None:
+            raise DataError(f"{where}: label field {field_name!r} is null; every record of a labelled "
+                            f"split needs a label (a non-empty string, an integer or a boolean): fill it "
+                            f"in or remove the record")
+        if isinstance(value, str):   # '' or only spaces, e.g. an empty CSV cell
+            raise DataError(f"{where}: label field {field_name!r} is empty (got {value!r}); every record "
+                            f"of a labelled split needs a label: fill it in, remove the record, or add "
+                            f"{value!r} to task_options.drop_labels to skip such records")
+        finite = isinstance(value, float) and math.isfinite(value)
+        hint = f"; quote it (\"{value!r}\") to use it as a label name" if finite else ""
+        raise DataError(f"{where}: label field {field_name!r} must be a non-empty string, an integer "
+                        f"or a boolean, got {value!r}{hint}")
+
+    def _text_option(self, name):
+        """The task option that names the text field ``name`` (for the hint in errors)."""
+        return "text_field" if name == self.options.text_field else "text_fields"
 
     def _text(self, record, name, where):
+        """The text in ``record[name]``: present, a string, and not empty or only spaces
+        (an empty text would train and predict on ``[CLS] [SEP]`` alone), in every split
+        and in predict/serve inputs alike."""
         if name not in record:
             raise DataError(f"{where}: missing text field {name!r}; record has: "
-                            f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{'text_field' if name == self.options.text_field else 'text_fields'})")
+                            f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{self._text_option(name)})")
         value = record[name]
         if not isinstance(value, str):
             raise DataError(f"{where}: field {name!r} must be text, got {value!r}")
+        if not value.strip():
+            raise DataError(f"{where}: field {name!r} is empty (got {value!r}); a text needs at least "
+                            f"one non-space character: fill it in or remove the record")
         return value
 
     def setup(self, examples):
         if self.labels is None:
             if "train" not in examples:
                 return
-            self.labels = sorted({ex["label"] for ex in examples["train"]})
+            self.labels = label_order(ex["label"] for ex in examples["train"])
         known = set(self.labels)
         for split, exs in examples.items():
             for ex in exs:
@@ -150,6 +236,18 @@ class TextLabelTask(Task):
             out.append({"label": self.labels[best],
                         "probabilities": {lab: round(v, 6) for lab, v in zip(self.labels, p)}})
         return out
+
+    def _metric_names(self):
+        return list(self.options.metrics)
+
+    def reported_metrics(self):
+        """``task_options.metrics``, each looked up now so a misspelt one fails before training."""
+        from taskbert.plugins import registries
+
+        names = self._metric_names()
+        for name in names:
+            registries().metrics.get(name, where="task_options.metrics")
+        return names
 
     def score(self, predictions, examples):
         from taskbert.plugins import registries

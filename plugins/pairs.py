@@ -21,7 +21,8 @@ from typing import Literal, Optional
 from torch import nn
 
 from taskbert import DataError, hookimpl
-from taskbert_plugins.classification import ClassificationHead, TextLabelTask, label_text
+from taskbert_plugins.classification import (ClassificationHead, TextLabelTask, label_text,
+                                             normalize_label_options)
 
 DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman")}
 
@@ -38,9 +39,10 @@ class PairOptions:
         "help": "record field holding the label (or the score for regression)"})
     objective: Literal["classification", "regression"] = field(default="classification", metadata={
         "help": "classification (softmax over labels) or regression (one score, MSE loss)"})
-    labels: Optional[tuple[str, ...]] = field(default=None, metadata={
-        "help": "label names in order; default: sorted labels of the training data"})
-    drop_labels: tuple[str, ...] = field(default=(), metadata={
+    labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
+        "help": "label names in order; default: the training data's labels, sorted "
+                "(numerically when all are integers)"})
+    drop_labels: tuple[str | int | bool, ...] = field(default=(), metadata={
         "help": "skip records with these labels, e.g. ['-'] for SNLI (counted in validate)"})
     unseen_labels: str = field(default="error", metadata={
         "help": "labels in validation/test missing from train: error or ignore"})
@@ -58,6 +60,7 @@ class PairOptions:
                              f"name two different fields")
         if self.objective == "regression" and self.labels:
             raise ValueError("labels: a regression objective predicts a number; remove labels")
+        normalize_label_options(self)   # 3 in labels/drop_labels is the label '3', as in data
 
 
 class SentencePair(TextLabelTask):
@@ -76,15 +79,10 @@ class SentencePair(TextLabelTask):
         self.default_metric = "pearson" if self.regression else "accuracy"
 
     # ----------------------------------------------------------------- data
-    def _text(self, record, name, where):
-        if name not in record:
-            key = "text_a_field" if name == self.options.text_a_field else "text_b_field"
-            raise DataError(f"{where}: missing text field {name!r}; record has: "
-                            f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{key})")
-        value = record[name]
-        if not isinstance(value, str):
-            raise DataError(f"{where}: field {name!r} must be text, got {value!r}")
-        return value
+    def _text_option(self, name):
+        # _text (shared with sentence_classification) refuses a missing, non-text, empty or
+        # whitespace-only text; the hint names the option that picks the field
+        return "text_a_field" if name == self.options.text_a_field else "text_b_field"
 
     def _score(self, record, where, labelled):
         """The gold score of a regression record (None when absent and not required)."""
@@ -123,11 +121,14 @@ class SentencePair(TextLabelTask):
         self.dropped[path] = self.dropped.get(path, 0) + 1
 
     def record_from_text(self, line):
-        """A plain-text input line for ``taskbert predict`` holds ``text a<TAB>text b``."""
-        a, sep, b = line.partition("\t")
-        if not sep:
-            raise DataError(f"sentence_pair: a text input line needs two texts separated by a tab, "
-                            f"got {line[:60]!r}; or give a .jsonl/.csv/.tsv file")
+        """A plain-text input line for ``taskbert predict`` holds ``text a<TAB>text b``:
+        exactly one tab, so a tab inside a text cannot silently shift the split."""
+        tabs = line.count("\t")
+        if tabs != 1:
+            raise DataError(f"sentence_pair: a text input line needs exactly one tab between the two "
+                            f"texts, found {tabs or 'none'} in {line[:60]!r}; "
+                            f"or give a .jsonl/.csv/.tsv file")
+        a, _, b = line.partition("\t")
         return {self.options.text_a_field: a, self.options.text_b_field: b}
 
     def setup(self, examples):
@@ -181,6 +182,9 @@ class SentencePair(TextLabelTask):
         for row, value in zip(rows, results):
             scores[row["example_index"]] = value
         return [{"score": round(s, 6)} for s in scores]
+
+    def _metric_names(self):
+        return list(self.metric_names)
 
     def score(self, predictions, examples):
         from taskbert.plugins import registries

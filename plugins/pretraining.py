@@ -156,6 +156,9 @@ class Pretraining(Task):
     default_format = "documents"
     hf_architecture = "BertForPreTraining"
 
+    def reads_encoder_model(self):
+        return self.options.scratch is None   # from scratch, encoder.model is not read
+
     def __init__(self, options=None):
         super().__init__(options)
         self.hf_architecture = "BertForPreTraining" if self.options.nsp else "BertForMaskedLM"

@@ -18,12 +18,12 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from taskbert import DataError
+from taskbert.checkpoint import temp_folder
 
 from .pretraining_masking import choose_masks
 from .pretraining_text import document_sentences, document_texts
@@ -358,7 +358,7 @@ def build(examples, tokenizer, tables, config, cache_dir, where="data"):
     if os.path.isdir(folder):   # not ours to trust: no meta.json means it never finished
         shutil.rmtree(folder)
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir)
+    tmp = temp_folder(f".{key}.tmp-", cache_dir)
     try:
         dtype = np.uint16 if max(len(tokenizer), len(tables.special)) <= 65535 else np.int32
         store = tokenize_documents(examples, tokenizer, DocStore(os.path.join(tmp, "docs"), dtype),

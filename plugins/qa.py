@@ -157,6 +157,12 @@ class ExtractiveQA(Task):
                          f"({len(found)} in all)")
         return lines
 
+    def check_encoding(self, tokenizer, max_length):
+        """The window overlap must leave a step forward in windows of ``max_length``
+        (checked again when the data is encoded)."""
+        o = self.options
+        qa_decode.passage_room(tokenizer, max_length, o.max_question_tokens, o.window_overlap_tokens)
+
     def encode_all(self, examples, tokenizer, max_length):
         o = self.options
         return qa_decode.encode_windows(examples, tokenizer, max_length, o.window_overlap_tokens,

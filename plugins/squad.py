@@ -93,6 +93,15 @@ def squad_metrics(golds, preds):
     return out
 
 
+def _text(obj, key, where, what):
+    """``obj[key]`` must be a string: the layout fixes the field names, so a missing one is
+    the file's fault, not an option's."""
+    value = obj.get(key)
+    if not isinstance(value, str):
+        found = f"no {key!r}" if value is None else f"{key!r} is {value!r:.40}, not text"
+        raise DataError(f"{where}: {found} (a SQuAD {what} needs a {key} string)")
+
+
 def read_squad(path, options):
     """SQuAD v1.1/v2.0 JSON: one record per question (locator: its JSON path).
 
@@ -122,10 +131,12 @@ def read_squad(path, options):
             if not isinstance(qas, list):
                 raise DataError(f"{path}:data[{a}].paragraphs[{p}]: expected an object with "
                                 f"\"context\" and a \"qas\" list")
+            _text(para, "context", f"{path}:data[{a}].paragraphs[{p}]", "paragraph")
             for q, qa in enumerate(qas):
                 loc = f"data[{a}].paragraphs[{p}].qas[{q}]"
                 if not isinstance(qa, dict):
                     raise DataError(f"{path}:{loc}: expected a question object, got {qa!r:.60}")
+                _text(qa, "question", f"{path}:{loc}", "question")
                 answers = [] if qa.get("is_impossible") else qa.get("answers", [])
                 if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
                     raise DataError(f"{path}:{loc}: \"answers\" must be a list of "

@@ -368,6 +368,9 @@ class TokenClassification(Task):
             out.append(pred)
         return out
 
+    def reported_metrics(self):
+        return ["accuracy", "precision", "recall", "f1"] if self.entities else ["accuracy"]
+
     def score(self, predictions, examples):
         pairs = [(ex["tags"], p["tags"]) for p, ex in zip(predictions, examples) if ex["tags"] is not None]
         if not pairs:

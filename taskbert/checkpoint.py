@@ -22,6 +22,34 @@ MODEL_FILE = "model.safetensors"
 TASK_FILE = "taskbert.json"
 
 
+def _umask():
+    """The process umask (read without changing it where /proc tells; else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_folder(prefix, parent):
+    """``tempfile.mkdtemp`` with the permissions ``os.makedirs`` would give (mkdtemp makes
+    0700 folders, so a shared ``best/`` would be unreadable to the rest of a team)."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def save_weights(state, path, metadata=None):
+    """safetensors' ``save_file`` (which makes the file 0600), then the umask's permissions."""
+    save_file(state, path, metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -41,6 +69,7 @@ def atomic_write(path, data, mode="w"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # what open() would give; mkstemp makes 0600
         with os.fdopen(fd, mode + ("b" if isinstance(data, bytes) else ""),
                        **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
             fh.write(data)
@@ -113,7 +142,7 @@ def new_temp_folder(final_folder):
     """An empty folder beside ``final_folder`` to build it in."""
     parent = os.path.dirname(os.path.abspath(final_folder))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(final_folder)}.tmp-", dir=parent)
+    return temp_folder(f".{os.path.basename(final_folder)}.tmp-", parent)
 
 
 def model_state(model):
@@ -149,7 +178,7 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
         cfg.update(task.hf_config())
         with open(cfg_path, "w", encoding="utf-8") as fh:
             json.dump(cfg, fh, indent=2)
-        save_file(model_state(model), os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
+        save_weights(model_state(model), os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
         info = {
             "task": task.name,
@@ -281,9 +310,9 @@ def save_training_state(root, model, optimizer, scheduler, state, rng, keep=KEEP
     ``keep`` checkpoints. Returns the folder."""
     os.makedirs(root, exist_ok=True)
     final = step_folder(root, state["step"])
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=root)
+    tmp = temp_folder(f".{os.path.basename(final)}.tmp-", root)
     try:
-        save_file(model_state(model), os.path.join(tmp, MODEL_FILE))
+        save_weights(model_state(model), os.path.join(tmp, MODEL_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng}, os.path.join(tmp, "optimizer.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:

@@ -10,8 +10,9 @@ import os
 import sys
 
 import click
+import yaml
 
-from .errors import TaskbertError
+from .errors import SpecError, TaskbertError
 
 SET_HELP = "override a spec value, e.g. --set train.lr=3e-5 (repeatable)"
 
@@ -76,11 +77,15 @@ def run(spec_file, overrides, resume, overwrite, seeds):
 @friendly
 def validate(spec_file, overrides):
     """Check a spec and its data without loading model weights or training."""
-    from .run import prepare
+    from .run import check_output, holds_run, prepare
     from .spec import load_spec
 
     spec = load_spec(spec_file, overrides)
+    check_output(spec, overwrite=True)   # what `run` would refuse, bar an earlier run (below)
     prepared = prepare(spec)
+    if holds_run(spec.output):
+        prepared.warnings.append(f"output: {spec.output} already holds a run; taskbert run needs "
+                                 f"--resume to continue it or --overwrite to replace it")
     for warning in prepared.warnings:
         click.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{split} {len(exs)}" for split, exs in prepared.examples.items())
@@ -91,17 +96,32 @@ def validate(spec_file, overrides):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("input_file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write jsonl here (default: stdout)")
-@click.option("--format", "fmt", help="reader for INPUT (default: from the extension; .txt = plain lines)")
+@click.option("--format", "fmt", help="reader for INPUT (default: .jsonl/.csv/.tsv by extension; else the "
+              "task's own format, e.g. CoNLL for token_classification, or plain text lines; 'text' = one input a line)")
+@click.option("--reader-option", "reader_opts", multiple=True, metavar="KEY=VALUE",
+              help="a reader option, its value read as YAML, e.g. 'label_column=null'; default: the run's "
+                   "data.reader_options when INPUT has the training data's format")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @friendly
-def predict(run_dir, input_file, output, fmt, batch_size):
+def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
     """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from .checkpoint import atomic_write
     from .export import OnnxModel, is_export_folder
-    from .predict import load_run, predict_examples, read_inputs, find_model_folder, load_task
+    from .predict import (find_model_folder, input_format, load_run, load_task, predict_examples,
+                          read_inputs, run_reader_options)
 
-    task, _ = load_task(find_model_folder(run_dir))  # check input before loading weights
-    examples = read_inputs(input_file, task, fmt)
+    task, info = load_task(find_model_folder(run_dir))  # check input before loading weights
+    chosen = input_format(input_file, task, fmt)
+    options = run_reader_options(info, chosen, task)
+    for item in reader_opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--reader-option: expected KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
+        click.echo(f"note: reading {input_file} as {chosen} (the task's format); --format text reads "
+                   f"one input a line", err=True)
+    examples = read_inputs(input_file, task, fmt, reader_options=options)
     if is_export_folder(run_dir):  # an ONNX export runs on ONNX Runtime
         predictions = OnnxModel(run_dir).predict(examples, batch_size)
     else:

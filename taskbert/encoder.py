@@ -8,6 +8,7 @@ only local folders, packaged models and the local Hugging Face cache are used.
 Remote code runs only when the spec sets ``encoder.trust_remote_code: true``.
 """
 
+import difflib
 import json
 import os
 
@@ -47,12 +48,18 @@ def resolve_model(name, base=None, key="encoder.model"):
             return os.path.abspath(path)
     if looks_local:
         raise SpecError(f"{key}: model folder not found: {name!r} (looked in {', '.join(candidates)})")
+    close = difflib.get_close_matches(name, list(ALIASES), n=1, cutoff=0.8)
+    if close and "/" not in name:   # 'minilm-l7' is a typo, not a hub id worth 30 s of retries
+        raise SpecError(f"{key}: {name!r} is not a packaged alias (did you mean {close[0]!r}?), a "
+                        f"folder, or a Hugging Face id; packaged: {', '.join(ALIASES)}")
     return name  # a hub id such as "bert-base-uncased" or "org/model"
 
 
-def check_encoder(spec):
+def check_encoder(spec, model_read=True):
     """Cheap checks before weights load: the folder has a config and a tokenizer, and
-    ``max_length`` fits the model's positions. Returns the resolved model path or id."""
+    ``max_length`` fits the model's positions; offline, a hub id must be in the local cache
+    (``model_read=False``: a task that builds its own encoder, only encoder.tokenizer).
+    Returns the resolved model and tokenizer paths or ids."""
     enc = spec.encoder
     base = os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
     path = resolve_model(enc.model, base)
@@ -72,12 +79,31 @@ def check_encoder(spec):
                 f"encoder.max_length: {enc.max_length} exceeds the model's {limit} positions; "
                 f"use a value from 8 to {limit}"
             )
+    for key, name in (("encoder.model", path), ("encoder.tokenizer", tok)):
+        if not os.path.isdir(name) and offline() and (model_read or key == "encoder.tokenizer" and enc.tokenizer):
+            _check_cached(key, name, enc.revision)
     if os.path.isdir(tok) and not any(os.path.exists(os.path.join(tok, f)) for f in TOKENIZER_FILES):
         raise SpecError(
             f"encoder.model: {tok} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}); "
             f"save one there or set encoder.tokenizer"
         )
     return path, tok
+
+
+def _check_cached(key, repo_id, revision):
+    """Offline, a hub id must already be in the local Hugging Face cache (its config.json);
+    say so before anything loads rather than fail later in from_pretrained."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError as exc:   # not a valid repo id ("a b", "x//y")
+        raise SpecError(f"{key}: {repo_id!r} is neither a local folder nor a valid Hugging Face "
+                        f"model id ({exc})") from exc
+    if not isinstance(found, str):
+        raise SpecError(f"{key}: {repo_id!r} is not a local folder and not in the Hugging Face "
+                        f"cache, and offline mode is on (HF_HUB_OFFLINE / TASKBERT_OFFLINE); give a "
+                        f"folder, a packaged alias ({', '.join(ALIASES)}), or download it first")
 
 
 def load_tokenizer(name, spec_encoder=None):
@@ -101,12 +127,15 @@ def load_model(name, spec_encoder=None):
     kwargs = {"local_files_only": offline()}
     if spec_encoder is not None:
         kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code)
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "weights not used: classifier.*" is expected here
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise (predict, serve, export)
     try:
         return AutoModel.from_pretrained(name, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @hookimpl(trylast=True)

@@ -61,18 +61,43 @@ def load_run(path):
     return LoadedModel(folder, task, model, tokenizer, info.get("max_length") or 128, info)
 
 
-def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
-    """Examples from a jsonl/csv/tsv file (records) or from plain text lines."""
-    check_file(path, "INPUT")
+def input_format(path, task, fmt=None):
+    """The reader for a predict input: ``fmt``, else the task's own format (CoNLL for
+    taggers) for any extension but .jsonl/.csv/.tsv, else one from the extension (.txt: plain
+    text lines); an unknown extension is an error, as for training data."""
     ext = os.path.splitext(path)[1].lower()
-    fmt = fmt or (task.default_format if task.default_format and ext not in (".jsonl", ".csv", ".tsv") else None) \
-        or EXTENSION_FORMATS.get(ext, "text")
+    chosen = fmt or (task.default_format if task.default_format and ext not in (".jsonl", ".ndjson", ".csv", ".tsv")
+                     else None) or EXTENSION_FORMATS.get(ext)
+    if chosen is None:
+        raise DataError(f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
+                        f"pass --format (text: one input a line; or one of: {', '.join(registries().readers.names())})")
+    return chosen
+
+
+def run_reader_options(info, fmt, task):
+    """The ``data.reader_options`` a run was trained with, when its training data used reader
+    ``fmt`` (the same separator and columns then apply to predict inputs); else ``{}``."""
+    data = (info.get("spec") or {}).get("data") or {}
+    train = data.get("train")
+    if not train or input_format(train, task, data.get("format")) != fmt:
+        return {}
+    return dict(data.get("reader_options") or {})
+
+
+def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
+    """Examples from a jsonl/csv/tsv file (records), a file in the task's own format, or
+    plain text lines."""
+    check_file(path, "INPUT")
+    fmt = input_format(path, task, fmt)
     readers = registries().readers
     reader = readers.get(fmt, where="--format")
     examples = []
     for line_no, record in reader(path, dict(reader_options or {})):
         if fmt == "text":
-            record = task.record_from_text(record["text"])
+            try:
+                record = task.record_from_text(record["text"])
+            except DataError as exc:   # the task knows what is wrong, the reader where
+                raise DataError(f"{path}:{line_no}: {exc}") from exc
         example = task.example_from_record(record, f"{path}:{line_no}", labelled=labelled)
         if example is not None:
             examples.append(example)

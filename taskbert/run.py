@@ -5,6 +5,7 @@ and ``taskbert run`` fail the same way, before anything heavy happens or any fil
 written. ``execute`` then owns the run folder.
 """
 
+import difflib
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ from .data import encode_split, file_sha256, load_splits
 from .encoder import check_encoder
 from .errors import DataError, SpecError
 from .plugins import get_plugin_manager, registries
+from .task import Task
 
 
 class Prepared:
@@ -51,6 +53,16 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _entries(out):
+    return [e for e in (os.listdir(out) if os.path.isdir(out) else [])
+            if not e.startswith(PROBE_PREFIX)]  # another rank's probe, gone in a moment
+
+
+def holds_run(out):
+    """True when the folder ``out`` already holds a taskbert run."""
+    return any(name in _entries(out) for name in RUN_FILES)
+
+
 def check_output(spec, resume=False, overwrite=False):
     """The run folder must be a writable folder of its own (it holds none of the inputs,
     which ``--overwrite`` would delete) and must not hold another run unless ``--resume``
@@ -72,9 +84,8 @@ def check_output(spec, resume=False, overwrite=False):
     why = _writable(parent)
     if why:
         raise SpecError(f"output: cannot write in {parent} ({why}); choose a writable folder")
-    entries = [e for e in (os.listdir(out) if os.path.isdir(out) else [])
-               if not e.startswith(PROBE_PREFIX)]  # another rank's probe, gone in a moment
-    has_run = any(name in entries for name in RUN_FILES)
+    entries = _entries(out)
+    has_run = holds_run(out)
     if resume:
         check_resume(spec)
     elif has_run and not overwrite:
@@ -132,13 +143,41 @@ def check_resume(spec):
                             f"or start over with --overwrite")
 
 
+def _check_metric(spec, task):
+    """``train.metric`` must be one the task reports (when it can say so before scoring)."""
+    names = task.reported_metrics()
+    if names is None:
+        return
+    metric, allowed = spec.train.metric, ["loss", *names]
+    base = metric[len("validation/"):] if metric and metric.startswith("validation/") else metric
+    if metric is None or base in allowed:
+        return
+    close = difflib.get_close_matches(base, allowed, n=1) or [n for n in allowed if base in n][:1]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SpecError(f"{spec.path}: train.metric: {metric!r} is not a validation metric of task "
+                    f"{task.name!r}{hint}; allowed: {', '.join(allowed)}")
+
+
 def prepare(spec):
     """Check the spec's task, encoder and data without loading weights."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
-    check_encoder(spec)
+    _, tok_path = check_encoder(spec, model_read=task.reads_encoder_model())
+    _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():
         raise SpecError(f"{spec.path}: data.train: required for training")
+    if type(task).check_encoding is not Task.check_encoding:  # the tokenizer only when asked for
+        from .encoder import load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(tok_path, spec.encoder)
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+            raise SpecError(f"{spec.path}: encoder.tokenizer: cannot load {tok_path!r}: {first}") from exc
+        try:
+            task.check_encoding(tokenizer, spec.encoder.max_length)
+        except SpecError as exc:
+            raise SpecError(f"{spec.path}: {exc}") from exc
     examples = load_splits(spec, task, regs.readers)
     warnings = []
     for split, exs in examples.items():

@@ -22,6 +22,15 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 COMMENT_COLUMN = 34
 
 
+def _default_metric(task_cls):
+    """The metric a task picks ``best/`` by with its default options: some tasks set it per
+    instance from their options (entity F1 or accuracy for taggers, pearson for regression)."""
+    try:
+        return task_cls().default_metric
+    except Exception:   # a task whose options have no defaults: what the class says
+        return task_cls.default_metric
+
+
 def _scalar(value):
     """A value in YAML flow style on one line (``[a, b]``, ``{}``, ``null``, ``5.0e-05``)."""
     if isinstance(value, tuple):
@@ -93,7 +102,7 @@ def init_spec(task_name):
                                                        + " # this task takes no options"]
     out += ["train:", *_fields(TrainSpec, 1, notes={
         "loggers": "any of: " + ", ".join(regs.loggers.names()),
-        "metric": f"validation metric that picks best/; default: {task_cls.default_metric}"})]
+        "metric": f"validation metric that picks best/; default: {_default_metric(task_cls)}"})]
     out.append(_line(0, "output", "null", "run folder; default: runs/<spec file name> beside the spec"))
     return "\n".join(out) + "\n"
 

@@ -18,6 +18,18 @@ import typing
 from .errors import SpecError
 
 
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "booleans (true or false)"}
+
+
+def _items_name(tp):
+    """``tp`` as the items of a list: 'strings', 'strings or integers', else None."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    args = [a for a in args if a is not type(None)]
+    if all(a in _PLURAL for a in args):
+        return ", ".join(_PLURAL[a] for a in args[:-1]) + (" or " if len(args) > 1 else "") + _PLURAL[args[-1]]
+    return None
+
+
 def _type_name(tp):
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
@@ -26,7 +38,8 @@ def _type_name(tp):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp) or (object,)
-        return f"a list of {_type_name(inner)}"
+        items = _items_name(inner)
+        return f"a list of {items}" if items else f"a list (each item {_type_name(inner)})"
     if origin is dict or tp is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):

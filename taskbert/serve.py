@@ -9,7 +9,7 @@
 Bad requests get a 4xx status and ``{"error": "one line"}``, never a crash: a missing or
 oversized body (411/413, ``--max-bytes``), too many inputs (413, ``--max-inputs``), a body
 that is not UTF-8 JSON or has the wrong shape, or an input the task rejects (400), a
-content type other than JSON (415; curl's default form type is read as JSON), an unknown
+content type other than JSON (415; text/plain and curl's default form type are read as JSON), an unknown
 path (404) or method (405). Requests are answered on threads; predictions run one batch
 at a time under a lock (one model, shared). RUN_DIR may also be an ONNX export folder
 (``taskbert export``), served with ONNX Runtime.
@@ -81,7 +81,10 @@ def parse_inputs(payload, task, max_inputs):
     examples = []
     for i, item in enumerate(inputs):
         if isinstance(item, str):
-            record = task.record_from_text(item)
+            try:
+                record = task.record_from_text(item)
+            except DataError as exc:   # e.g. a pair line without its tab: the client's input
+                raise BadRequest(400, f"inputs[{i}]: {exc}") from exc
         elif isinstance(item, dict):
             record = item
         else:

@@ -80,6 +80,15 @@ class Task:
             return list(gold)
         return None
 
+    def check_encoding(self, tokenizer, max_length):
+        """Check the options against the tokenizer and ``encoder.max_length`` before any
+        data is read or weights load; raise SpecError naming the ``task_options`` key.
+
+        ``taskbert validate`` and ``taskbert run`` call it (through ``prepare``) with the
+        spec's fast tokenizer, which they load only for a task that overrides this method.
+        The default checks nothing.
+        """
+
     def truncation(self, examples, tokenizer, max_length):
         """What ``max_length`` cuts, for ``taskbert debug data``: ``{unit: (cut, total)}``.
 
@@ -135,6 +144,19 @@ class Task:
     def loss(self, out, batch):
         """Scalar training loss from ``forward``'s output and the batch's labels."""
         raise NotImplementedError
+
+    def reported_metrics(self):
+        """The names ``score`` will report (``loss`` is always there too), or None when they
+        are not known before the data is scored. ``validate`` and ``run`` check
+        ``train.metric`` against them before any weights load; a task that looks metric
+        names up in a registry should do so here, so a misspelt one fails early as well."""
+        return None
+
+    def reads_encoder_model(self):
+        """False when this task's own ``taskbert_load_encoder`` builds the encoder instead of
+        loading ``encoder.model`` (pretraining from scratch): ``validate`` then does not look
+        for that model offline."""
+        return True
 
     def trainable_encoder(self):
         """False keeps the encoder frozen (feature-based use)."""

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import taskbert
 from taskbert.cli import cli
-from taskbert.testing import write_polarity_data
+from taskbert.testing import run_spec, write_polarity_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(taskbert.__file__)))
 SOURCES = [os.path.join(d, f) for d in (os.path.join(ROOT, "taskbert"), os.path.join(ROOT, "plugins"))
@@ -185,3 +185,28 @@ def test_a_run_writes_only_inside_its_run_folder(tmp_path, tiny_encoder, monkeyp
     weights = [w for w in written if w.endswith((".bin", ".pt", ".pth", ".pkl", ".safetensors"))]
     assert weights and all(w.endswith(".safetensors") or os.path.basename(w) == "optimizer.pt"
                            for w in weights), weights
+
+
+def test_run_files_follow_the_umask(tmp_path, tiny_encoder):
+    """Temp-then-rename writes keep the permissions a plain write would have: with umask 022 a
+    team can read a shared run (mkstemp/mkdtemp alone make 0600 files and 0700 folders)."""
+    import stat
+
+    train = write_polarity_data(tmp_path / "train.jsonl", 40, 1)
+    spec = {"task": "sentence_classification", "encoder": {"model": tiny_encoder, "max_length": 32},
+            "data": {"train": train, "validation": train},
+            "train": {"epochs": 1, "batch_size": 16, "loggers": [], "save_every": 2},
+            "output": str(tmp_path / "run")}
+    old = os.umask(0o022)
+    try:
+        _, run_dir = run_spec(spec, str(tmp_path))
+    finally:
+        os.umask(old)
+    private = []
+    for folder, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            mode = os.stat(os.path.join(folder, name)).st_mode
+            if not mode & stat.S_IROTH:
+                private.append((os.path.relpath(os.path.join(folder, name), run_dir), oct(mode & 0o777)))
+    assert not private, private
+    assert os.path.exists(os.path.join(run_dir, "best", "model.safetensors"))

@@ -65,8 +65,19 @@ def test_records_and_dropped_labels():
         task.example_from_record({"sentence1": "a", "sentence2": "b"}, "f.jsonl:5")
     assert task.example_from_record({"sentence1": "a", "sentence2": "b"}, "p:1", labelled=False)["label"] is None
     assert task.record_from_text("a b\tc d") == {"sentence1": "a b", "sentence2": "c d"}
-    with pytest.raises(DataError, match="separated by a tab"):
+    with pytest.raises(DataError, match="exactly one tab between the two texts, found none"):
         task.record_from_text("no tab here")
+
+
+def test_text_line_with_more_than_one_tab_is_an_error():
+    # 'a\tb\tc' used to give text_b 'b\tc' without a word
+    task = SentencePair()
+    with pytest.raises(DataError, match=r"^sentence_pair: a text input line needs exactly one tab "
+                                        r"between the two texts, found 2 in 'a\\tb\\tc'"):
+        task.record_from_text("a\tb\tc")
+    with pytest.raises(DataError, match="found 3"):
+        task.record_from_text("a\t\tb\t")
+    assert task.record_from_text("a b\tc d") == {"sentence1": "a b", "sentence2": "c d"}
 
 
 def test_regression_scores():
@@ -110,3 +121,15 @@ def test_validate_counts_dropped_snli_rows(tmp_path):
     assert result.exit_code == 0, result.output
     assert "train.jsonl: skipped 2 records" in result.stderr and "dev.tsv: skipped 1 records" in result.stderr
     assert "examples: train 3, validation 1" in result.stdout
+
+
+@pytest.mark.parametrize("line", ["no tab here", "a\tb\tc"])
+def test_serve_answers_a_bad_pair_line_with_400(line):
+    """A string input the task cannot split is the client's error (400), not the server's."""
+    from taskbert.serve import BadRequest, parse_inputs
+
+    task = SentencePair(PairOptions())
+    with pytest.raises(BadRequest) as info:
+        parse_inputs({"inputs": ["first\tsecond", line]}, task, max_inputs=10)
+    assert info.value.status == 400
+    assert "inputs[1]: sentence_pair: a text input line needs exactly one tab" in str(info.value)

@@ -106,6 +106,21 @@ def test_pair_predict_matches_plain_transformers(pair_run, tmp_path):
     assert ours == hf == ["first", "second", "same"]
 
 
+@pytest.mark.parametrize("lines, parts", [
+    (["the cat\tthe dog\tran"], ("exactly one tab between the two texts", "found 2")),
+    (["the cat\tthe dog", "the cat sat\t  "], ("in.txt:2", "field 'hypothesis' is empty")),
+    (['{"premise": "the cat", "hypothesis": ""}'], ("in.jsonl:1", "field 'hypothesis' is empty")),
+])
+def test_pair_predict_refuses_bad_text_inputs(pair_run, tmp_path, lines, parts):
+    _, run_dir = pair_run
+    src = tmp_path / ("in.jsonl" if lines[0].startswith("{") else "in.txt")
+    src.write_text("".join(line + "\n" for line in lines))
+    result = CliRunner().invoke(cli, ["predict", run_dir, str(src)])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout, result.output
+    assert all(part in result.stderr for part in parts), result.stderr
+
+
 def test_similarity_regression(encoder, tmp_path):
     spec = {"task": "sentence_pair", "encoder": {"model": encoder, "max_length": 32},
             "data": {"train": write_similarity(tmp_path / "train.tsv", 600, 1),

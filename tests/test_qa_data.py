@@ -93,6 +93,13 @@ def test_squad_reader_errors(tmp_path):
         {"id": "z", "question": "q", "answers": "x"}]}]}]}))
     with pytest.raises(DataError, match=r"data\[0\].paragraphs\[0\].qas\[0\]: \"answers\" must be a list"):
         list(read_squad(str(bad), {}))
+    bad.write_text(json.dumps({"data": [{"paragraphs": [{"qas": [{"id": "z", "question": "q"}]}]}]}))
+    with pytest.raises(DataError, match=r"bad.json:data\[0\].paragraphs\[0\]: no 'context' \(a SQuAD "
+                                        r"paragraph needs a context string\)$"):
+        list(read_squad(str(bad), {}))
+    bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "z"}]}]}]}))
+    with pytest.raises(DataError, match=r"bad.json:data\[0\].paragraphs\[0\].qas\[0\]: no 'question'"):
+        list(read_squad(str(bad), {}))
 
 
 # ------------------------------------------------------------ record checks

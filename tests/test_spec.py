@@ -112,3 +112,88 @@ def test_validate_ok(tmp_path, tiny_encoder, sentiment_data):
                             "data": {"train": train, "validation": dev}})
     result = CliRunner().invoke(cli, ["validate", path])
     assert result.exit_code == 0 and "train 400, validation 100" in result.output
+
+
+def test_offline_a_hub_id_must_be_in_the_cache(tmp_path, sentiment_data, monkeypatch):
+    """Offline (the tests run with HF_HUB_OFFLINE=1), ``validate`` refuses a hub id that is
+    not in the local Hugging Face cache instead of saying ok, and accepts one that is."""
+    from huggingface_hub import constants
+
+    train, _ = sentiment_data
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    for model, message in (("nosuch-org/nosuch-model", "is not a local folder and not in the Hugging Face cache"),
+                           ("bad id", "neither a local folder nor a valid Hugging Face model id")):
+        path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": model},
+                                "data": {"train": train}})
+        result = CliRunner().invoke(cli, ["validate", path])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    snapshot = cache / "models--some-org--cached" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--some-org--cached" / "refs").mkdir()
+    (cache / "models--some-org--cached" / "refs" / "main").write_text("abc123")
+    path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": "some-org/cached"},
+                            "data": {"train": train}})
+    result = CliRunner().invoke(cli, ["validate", path])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_checks_the_output_folder_as_run_does(tmp_path, tiny_encoder, sentiment_data):
+    train, dev = sentiment_data
+    a_file = tmp_path / "gen.py"
+    a_file.write_text("print(1)\n")
+    spec = {"task": "sentence_classification", "encoder": {"model": tiny_encoder},
+            "data": {"train": train, "validation": dev}, "output": str(a_file)}
+    result = CliRunner().invoke(cli, ["validate", write(tmp_path, spec)])
+    assert result.exit_code == 2 and f"output: {a_file} is a file" in result.stderr, result.output
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "spec.yaml").write_text("task: x\n")   # an earlier run's resolved spec
+    spec["output"] = str(earlier)
+    result = CliRunner().invoke(cli, ["validate", write(tmp_path, spec)])
+    assert result.exit_code == 0, result.output
+    assert "already holds a run; taskbert run needs --resume" in result.stderr
+
+
+def test_a_near_miss_of_a_packaged_alias_is_caught(tmp_path, sentiment_data):
+    train, _ = sentiment_data
+    path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": "minilm-l7"},
+                            "data": {"train": train}})
+    result = CliRunner().invoke(cli, ["validate", path])
+    assert result.exit_code == 2 and "'minilm-l7' is not a packaged alias (did you mean 'minilm-l6'?)" \
+        in result.stderr, result.output
+
+
+@pytest.mark.parametrize("task, overrides, message", [
+    ("sentence_classification", {"task_options": {"metrics": ["acuracy"]}},
+     "task_options.metrics: unknown metric 'acuracy' (did you mean 'accuracy'?)"),
+    ("sentence_classification", {"train": {"metric": "f1"}},
+     "train.metric: 'f1' is not a validation metric of task 'sentence_classification' "
+     "(did you mean 'macro_f1'?); allowed: loss, accuracy, macro_f1"),
+    ("sentence_pair", {"task_options": {"objective": "regression"}, "train": {"metric": "accuracy"}},
+     "train.metric: 'accuracy' is not a validation metric of task 'sentence_pair'"),
+    ("token_classification", {"task_options": {"scheme": "none"}, "train": {"metric": "f1"}},
+     "allowed: loss, accuracy"),
+])
+def test_metric_names_are_checked_before_training(tmp_path, tiny_encoder, sentiment_data, task, overrides,
+                                                  message):
+    """A misspelt metric used to surface only at the first evaluation, after an epoch of
+    training, with a half-written run folder; now validate and run refuse it up front."""
+    train, dev = sentiment_data
+    spec = {"task": task, "encoder": {"model": tiny_encoder}, "data": {"train": train, "validation": dev},
+            "output": str(tmp_path / "run"), **overrides}
+    path = write(tmp_path, spec)
+    for command in (["validate", path], ["run", path]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "validation/accuracy", "loss"])
+def test_known_metrics_pass(tmp_path, tiny_encoder, sentiment_data, metric):
+    train, dev = sentiment_data
+    path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": tiny_encoder},
+                            "data": {"train": train, "validation": dev}, "train": {"metric": metric}})
+    result = CliRunner().invoke(cli, ["validate", path])
+    assert result.exit_code == 0, result.output

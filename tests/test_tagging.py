@@ -252,3 +252,12 @@ def test_truncation_counts_only_words_longer_than_a_window(tokenizer):
     # xyzxyzxyz = xy ##z ##x ##y ##z ##x ##y ##z = 8 subtokens; a max_length of 8 holds 6
     assert task.truncation(examples, tokenizer, 8) == {"words": (1, 3)}
     assert task.truncation(examples, tokenizer, 10) == {"words": (0, 3)}
+
+
+def test_entity_scores_without_gold_entities_are_zero_and_quiet(recwarn):
+    """No gold entity survives strict scoring: zeros, and no numpy warning on stderr."""
+    from taskbert_plugins.entities import entity_scores
+
+    scores = entity_scores([["O", "O"]], [["B-per", "O"]], "IOBES")
+    assert scores == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "by_type": {}}
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

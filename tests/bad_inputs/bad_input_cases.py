@@ -203,7 +203,8 @@ CASES = [
     Case("encoder-no-weights", "encoder", "encoder folder without weights",
          ("encoder.model: cannot load", "no-weights", "model.safetensors"), setup="encoder_no_weights"),
     Case("encoder-hub-offline", "encoder", "hub id not in the local cache while offline",
-         ("encoder.model: cannot load 'no-such-org/no-such-model'",), spec={"encoder": {"model": "no-such-org/no-such-model"}}),
+         ("encoder.model: 'no-such-org/no-such-model' is not a local folder and not in the Hugging Face cache",
+          "offline mode is on"), spec={"encoder": {"model": "no-such-org/no-such-model"}}),
     # ------------------------------------------------------------------ the run folder
     Case("output-is-file", "output", "output path that is a file",
          ("output:", "{dir}/run is a file", "give a folder path"), setup="output_is_file"),

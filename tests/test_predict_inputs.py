@@ -1,0 +1,106 @@
+"""``taskbert predict`` reads its input the way the run read its data: the run's
+``data.reader_options`` apply to an input of the training data's format, ``--reader-option``
+overrides them, a ``.txt`` read in the task's own format says so, and a bad plain-text line
+names its file and line."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from taskbert.cli import cli
+from taskbert.testing import make_tiny_encoder, run_spec
+
+WORDS = ["alice", "paris", "new", "york", "went", "to", "and"]
+
+
+def _write_columns(path):
+    """Three tab-separated columns (id, word, tag); some words hold a space."""
+    sentences = [[("alice", "B-per"), ("went", "O"), ("to", "O"), ("new york", "B-loc")],
+                 [("alice", "B-per"), ("and", "O"), ("paris", "B-loc")]] * 10
+    with open(path, "w", encoding="utf-8") as fh:
+        for sent in sentences:
+            fh.write("".join(f"{i}\t{w}\t{t}\n" for i, (w, t) in enumerate(sent)) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict_inputs")
+    data = _write_columns(root / "train.conll")
+    spec = {"task": "token_classification",
+            "encoder": {"model": make_tiny_encoder(str(root / "enc"), WORDS), "max_length": 16},
+            "data": {"train": data, "validation": data,
+                     "reader_options": {"separator": "\t", "token_column": 1, "label_column": 2}},
+            "train": {"epochs": 1, "batch_size": 8, "loggers": []},
+            "output": str(root / "run")}
+    return run_spec(spec, str(root))[1]
+
+
+def _predict(run_dir, path, *extra):
+    result = CliRunner().invoke(cli, ["predict", run_dir, str(path), *extra])
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return result, lines
+
+
+def test_predict_reads_the_training_file_with_the_runs_reader_options(run_dir, tmp_path):
+    result, lines = _predict(run_dir, _write_columns(tmp_path / "test.conll"))
+    assert result.exit_code == 0, result.output
+    assert lines[0]["words"] == ["alice", "went", "to", "new york"]
+    assert all(len(line["tags"]) == len(line["words"]) for line in lines)
+
+
+def test_reader_option_overrides_the_runs(run_dir, tmp_path):
+    plain = tmp_path / "plain.conll"
+    plain.write_text("alice\nwent\nto\nparis\n\nnew york\n")   # words only, one column
+    result, _ = _predict(run_dir, plain)
+    assert result.exit_code == 2 and "plain.conll" in result.stderr   # the run's token_column 1
+    result, lines = _predict(run_dir, plain, "--reader-option", "token_column=0",
+                             "--reader-option", "label_column=null")
+    assert result.exit_code == 0, result.output
+    assert [line["words"] for line in lines] == [["alice", "went", "to", "paris"], ["new york"]]
+    result, _ = _predict(run_dir, plain, "--reader-option", "token_column")
+    assert result.exit_code == 2 and "--reader-option: expected KEY=VALUE, got 'token_column'" in result.stderr
+
+
+def test_a_txt_read_in_the_tasks_format_says_so(run_dir, tmp_path):
+    text = tmp_path / "raw.txt"
+    text.write_text("alice went to paris\nalice and paris\n")
+    result, lines = _predict(run_dir, text, "--format", "text")
+    assert result.exit_code == 0 and len(lines) == 2 and "note:" not in result.stderr
+    result, _ = _predict(run_dir, text, "--reader-option", "separator=null",
+                         "--reader-option", "token_column=0", "--reader-option", "label_column=null")
+    assert "note: reading" in result.stderr and "as conll" in result.stderr
+    assert "--format text reads one input a line" in result.stderr
+
+
+def test_a_bad_text_line_names_file_and_line(tmp_path):
+    """A task's ``record_from_text`` error gets the input's file and line number."""
+    from taskbert.errors import DataError
+    from taskbert.predict import read_inputs
+
+    class Task:
+        default_format = None
+
+        def record_from_text(self, line):
+            if "bad" in line:
+                raise DataError("needs two texts")
+            return {"text": line}
+
+        def example_from_record(self, record, where, labelled=False):
+            return record
+
+    path = tmp_path / "in.txt"
+    path.write_text("fine\n\nbad line\n")
+    with pytest.raises(DataError, match=r"in\.txt:3: needs two texts$"):
+        read_inputs(str(path), Task())
+
+
+def test_an_unknown_extension_needs_format(trained_run, tmp_path):
+    """As for training data: a file whose extension says nothing is not guessed at."""
+    source = tmp_path / "script.py"
+    source.write_text("import os\nprint(os.getcwd())\n")
+    result, _ = _predict(trained_run, source)
+    assert result.exit_code == 2 and "cannot tell the format from the extension '.py'" in result.stderr
+    result, lines = _predict(trained_run, source, "--format", "text")
+    assert result.exit_code == 0 and len(lines) == 2
