@@ -156,9 +156,6 @@ class Pretraining(Task):
     default_format = "documents"
     hf_architecture = "BertForPreTraining"
 
-    def reads_encoder_model(self):
-        return self.options.scratch is None   # from scratch, encoder.model is not read
-
     def __init__(self, options=None):
         super().__init__(options)
         self.hf_architecture = "BertForPreTraining" if self.options.nsp else "BertForMaskedLM"
@@ -347,6 +344,13 @@ def taskbert_register_readers(register):
 @hookimpl
 def taskbert_register_commands(cli):
     cli.add_command(vocab_command)
+
+
+@hookimpl
+def taskbert_claims_encoder(spec):
+    """From scratch, ``encoder.model`` is not read: this plugin builds the encoder."""
+    options = spec.options
+    return True if isinstance(options, PretrainingOptions) and options.scratch is not None else None
 
 
 @hookimpl

@@ -65,11 +65,10 @@ def scratch_tokenizer(spec, cache_dir):
     else a vocabulary trained on ``data.train`` (once; reused from ``cache_dir``)."""
     from transformers import AutoTokenizer
 
-    from taskbert.encoder import check_encoder, load_tokenizer
+    from taskbert.encoder import check_tokenizer, load_tokenizer
 
     if spec.encoder.tokenizer:
-        _, tok = check_encoder(spec)
-        return load_tokenizer(tok, spec.encoder)
+        return load_tokenizer(check_tokenizer(spec), spec.encoder)
     scratch = spec.options.scratch
     layout = dict(spec.data.reader_options).get("layout", "auto")
     limit = spec.data.limit.train

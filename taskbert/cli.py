@@ -32,7 +32,28 @@ def friendly(fn):
     return wrapper
 
 
-@click.group()
+class _Group(click.Group):
+    """The ``taskbert`` group: plugin commands join it on first lookup, so ``main()`` and a
+    test's ``CliRunner().invoke(cli, [...])`` see the same commands."""
+
+    plugins_added = False
+
+    def _plugin_commands(self):
+        if not self.plugins_added:
+            self.plugins_added = True
+            _add_plugin_commands()
+
+    def list_commands(self, ctx):
+        self._plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            self._plugin_commands()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="taskbert")
 def cli():
     """Fine-tune pretrained BERT-style encoders for NLP tasks from YAML specs."""
@@ -108,10 +129,11 @@ def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
     from .checkpoint import atomic_write
     from .export import OnnxModel, is_export_folder
     from .predict import (find_model_folder, input_format, load_run, load_task, predict_examples,
-                          read_inputs, run_reader_options)
+                          read_inputs, run_format, run_reader_options)
 
     task, info = load_task(find_model_folder(run_dir))  # check input before loading weights
-    chosen = input_format(input_file, task, fmt)
+    guess = None if fmt else run_format(info, input_file)
+    chosen = input_format(input_file, task, fmt or guess)
     options = run_reader_options(info, chosen, task)
     for item in reader_opts:
         key, sep, value = item.partition("=")
@@ -119,9 +141,9 @@ def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
             raise SpecError(f"--reader-option: expected KEY=VALUE, got {item!r}")
         options[key.strip()] = yaml.safe_load(value)
     if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
-        click.echo(f"note: reading {input_file} as {chosen} (the task's format); --format text reads "
-                   f"one input a line", err=True)
-    examples = read_inputs(input_file, task, fmt, reader_options=options)
+        click.echo(f"note: reading {input_file} as {chosen} ({'the run' if guess else 'the task'}'s format); "
+                   f"--format text reads one input a line", err=True)
+    examples = read_inputs(input_file, task, chosen, reader_options=options)
     if is_export_folder(run_dir):  # an ONNX export runs on ONNX Runtime
         predictions = OnnxModel(run_dir).predict(examples, batch_size)
     else:
@@ -290,15 +312,13 @@ def _add_plugin_commands():
         from .plugins import get_plugin_manager
 
         get_plugin_manager().hook.taskbert_register_commands(cli=cli)
-    except TaskbertError as exc:  # a broken plugin must not hide the built-in commands:
-        # --help still works; a command that needs the plugins stops with this same line
-        click.echo(f"warning: {exc}", err=True)
+    except TaskbertError:  # a broken plugin must not hide the built-in commands: --help
+        pass               # still works; a command that needs the plugins stops with its line
 
 
 def main():
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _add_plugin_commands()
     cli(prog_name="taskbert")
 
 

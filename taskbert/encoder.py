@@ -55,15 +55,14 @@ def resolve_model(name, base=None, key="encoder.model"):
     return name  # a hub id such as "bert-base-uncased" or "org/model"
 
 
-def check_encoder(spec, model_read=True):
+def check_encoder(spec):
     """Cheap checks before weights load: the folder has a config and a tokenizer, and
-    ``max_length`` fits the model's positions; offline, a hub id must be in the local cache
-    (``model_read=False``: a task that builds its own encoder, only encoder.tokenizer).
-    Returns the resolved model and tokenizer paths or ids."""
+    ``max_length`` fits the model's positions; offline, a hub id must be in the local cache.
+    Returns the resolved model and tokenizer paths or ids. Not called for an encoder a
+    plugin claims (``taskbert_claims_encoder``)."""
     enc = spec.encoder
     base = os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
     path = resolve_model(enc.model, base)
-    tok = resolve_model(enc.tokenizer, base, "encoder.tokenizer") if enc.tokenizer else path
     if os.path.isdir(path):
         cfg_file = os.path.join(path, "config.json")
         if not os.path.exists(cfg_file):
@@ -79,15 +78,25 @@ def check_encoder(spec, model_read=True):
                 f"encoder.max_length: {enc.max_length} exceeds the model's {limit} positions; "
                 f"use a value from 8 to {limit}"
             )
-    for key, name in (("encoder.model", path), ("encoder.tokenizer", tok)):
-        if not os.path.isdir(name) and offline() and (model_read or key == "encoder.tokenizer" and enc.tokenizer):
-            _check_cached(key, name, enc.revision)
+    if not os.path.isdir(path) and offline():
+        _check_cached("encoder.model", path, enc.revision)
+    return path, check_tokenizer(spec, path)
+
+
+def check_tokenizer(spec, model_path=None):
+    """The tokenizer's folder or hub id (``encoder.tokenizer``, else ``model_path``): a folder
+    must hold tokenizer files; offline, a hub id must be in the local cache."""
+    enc = spec.encoder
+    base = os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
+    tok = resolve_model(enc.tokenizer, base, "encoder.tokenizer") if enc.tokenizer else model_path
+    if not os.path.isdir(tok) and offline():
+        _check_cached("encoder.tokenizer" if enc.tokenizer else "encoder.model", tok, enc.revision)
     if os.path.isdir(tok) and not any(os.path.exists(os.path.join(tok, f)) for f in TOKENIZER_FILES):
         raise SpecError(
             f"encoder.model: {tok} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}); "
             f"save one there or set encoder.tokenizer"
         )
-    return path, tok
+    return tok
 
 
 def _check_cached(key, repo_id, revision):
@@ -96,11 +105,12 @@ def _check_cached(key, repo_id, revision):
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+        found = [try_to_load_from_cache(repo_id, name, revision=revision)
+                 for name in ("config.json", "tokenizer_config.json")]
     except ValueError as exc:   # not a valid repo id ("a b", "x//y")
         raise SpecError(f"{key}: {repo_id!r} is neither a local folder nor a valid Hugging Face "
                         f"model id ({exc})") from exc
-    if not isinstance(found, str):
+    if not any(isinstance(f, str) for f in found):
         raise SpecError(f"{key}: {repo_id!r} is not a local folder and not in the Hugging Face "
                         f"cache, and offline mode is on (HF_HUB_OFFLINE / TASKBERT_OFFLINE); give a "
                         f"folder, a packaged alias ({', '.join(ALIASES)}), or download it first")

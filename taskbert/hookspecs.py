@@ -56,6 +56,17 @@ def taskbert_load_encoder(spec):
     """
 
 
+@hookspec(firstresult=True)
+def taskbert_claims_encoder(spec):
+    """Return True when this plugin's ``taskbert_load_encoder`` will serve ``spec.encoder``
+    (a model source of its own, or an encoder it builds), else None.
+
+    firstresult. The core then skips its own checks of ``encoder.model`` before loading
+    (a local folder with a config and tokenizer, offline: a hub id in the local cache) and
+    the tokenizer-based task checks of ``taskbert validate``; the plugin's loader is the check.
+    """
+
+
 @hookspec
 def taskbert_train_start(trainer):
     """Called once before the first optimizer step (after a resume has been applied)."""

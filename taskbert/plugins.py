@@ -171,20 +171,21 @@ class Registries:
         self.loggers = Registry("logger")
         for registry in (self.tasks, self.readers, self.metrics, self.loggers):
             registry.note = filter_note()
-        for impl in reversed(pm.hook.taskbert_register_loggers.get_hookimpls()):
+        # in registration order (built-ins first), so a duplicate blames the later plugin
+        for impl in pm.hook.taskbert_register_loggers.get_hookimpls():
             owner = impl.plugin_name
             impl.function(
                 register=lambda name, cls, _o=owner: self.loggers.register(name, cls, _o)
             )
-        for impl in reversed(pm.hook.taskbert_register_tasks.get_hookimpls()):
+        for impl in pm.hook.taskbert_register_tasks.get_hookimpls():
             owner = impl.plugin_name
             impl.function(register=lambda cls, _o=owner: self.tasks.register(_task_name(cls, _o), cls, _o))
-        for impl in reversed(pm.hook.taskbert_register_readers.get_hookimpls()):
+        for impl in pm.hook.taskbert_register_readers.get_hookimpls():
             owner = impl.plugin_name
             impl.function(
                 register=lambda name, fn, _o=owner: self.readers.register(name, fn, _o)
             )
-        for impl in reversed(pm.hook.taskbert_register_metrics.get_hookimpls()):
+        for impl in pm.hook.taskbert_register_metrics.get_hookimpls():
             owner = impl.plugin_name
             impl.function(
                 register=lambda name, fn, _o=owner: self.metrics.register(name, fn, _o)

@@ -74,6 +74,17 @@ def input_format(path, task, fmt=None):
     return chosen
 
 
+def run_format(info, path):
+    """The run's ``data.format`` when ``path`` has its training file's extension (a plugin's
+    reader for ``.yaml`` data then reads ``.yaml`` inputs too), else None."""
+    data = (info.get("spec") or {}).get("data") or {}
+    train = data.get("train")
+    if data.get("format") and train and \
+            os.path.splitext(train)[1].lower() == os.path.splitext(path)[1].lower():
+        return data["format"]
+    return None
+
+
 def run_reader_options(info, fmt, task):
     """The ``data.reader_options`` a run was trained with, when its training data used reader
     ``fmt`` (the same separator and columns then apply to predict inputs); else ``{}``."""

@@ -162,11 +162,12 @@ def prepare(spec):
     """Check the spec's task, encoder and data without loading weights."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
-    _, tok_path = check_encoder(spec, model_read=task.reads_encoder_model())
+    claimed = get_plugin_manager().hook.taskbert_claims_encoder(spec=spec)   # a plugin's own source
+    tok_path = None if claimed else check_encoder(spec)[1]
     _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():
         raise SpecError(f"{spec.path}: data.train: required for training")
-    if type(task).check_encoding is not Task.check_encoding:  # the tokenizer only when asked for
+    if tok_path and type(task).check_encoding is not Task.check_encoding:  # the tokenizer only when asked for
         from .encoder import load_tokenizer
 
         try:

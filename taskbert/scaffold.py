@@ -126,6 +126,11 @@ def plugin_names(name):
 def new_plugin(name, dest=".", force=False):
     """Write a plugin package into ``dest/<dist>``; return its folder and the names."""
     names = plugin_names(name)
+    from .plugins import registries
+
+    if names["task"] in registries().tasks:   # installed, it would break every command
+        raise SpecError(f"new-plugin: task {names['task']!r} is already registered by "
+                        f"{registries().tasks.owner(names['task'])}; choose another name")
     root = os.path.join(dest, names["dist"])
     if os.path.exists(root) and os.listdir(root) and not force:
         raise SpecError(f"new-plugin: {root} exists and is not empty; choose another -o or pass --force")

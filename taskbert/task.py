@@ -152,12 +152,6 @@ class Task:
         names up in a registry should do so here, so a misspelt one fails early as well."""
         return None
 
-    def reads_encoder_model(self):
-        """False when this task's own ``taskbert_load_encoder`` builds the encoder instead of
-        loading ``encoder.model`` (pretraining from scratch): ``validate`` then does not look
-        for that model offline."""
-        return True
-
     def trainable_encoder(self):
         """False keeps the encoder frozen (feature-based use)."""
         return True

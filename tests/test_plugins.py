@@ -107,7 +107,9 @@ class _FakeEntryPoint:
 
 def _with_entry_points(monkeypatch, **plugins):
     eps = [_FakeEntryPoint(name, plugin) for name, plugin in plugins.items()]
-    monkeypatch.setattr(plugin_mod.metadata, "entry_points", lambda group: eps)
+    real = plugin_mod.metadata.entry_points   # importlib.metadata's own: other groups stay real
+    monkeypatch.setattr(plugin_mod.metadata, "entry_points",
+                        lambda **kw: eps if kw.get("group") == plugin_mod.ENTRY_POINT_GROUP else real(**kw))
     plugin_mod.reset()
 
 
@@ -182,5 +184,82 @@ def test_plugin_names_in_the_environment_that_match_nothing_are_warned_about(mon
         plugin_mod.registries()
         assert plugin_mod.get_plugin_manager().has_plugin("my_tasks")
         assert "warning" not in capsys.readouterr().err
+    finally:
+        plugin_mod.reset()
+
+
+def test_an_encoder_a_plugin_claims_skips_the_cores_checks(monkeypatch, tmp_path, tiny_encoder, sentiment_data):
+    """Offline, 'in-house://tiny' is neither a folder nor a cached hub id: the core would refuse
+    it, but a plugin that claims it (``taskbert_claims_encoder``) serves it through
+    ``taskbert_load_encoder``, in validate and run alike."""
+    from types import SimpleNamespace
+
+    from taskbert import hookimpl
+    from taskbert.encoder import load_model, load_tokenizer
+    from taskbert.testing import run_spec
+
+    served = []
+
+    @hookimpl
+    def taskbert_claims_encoder(spec):
+        return True if spec.encoder.model == "in-house://tiny" else None
+
+    @hookimpl
+    def taskbert_load_encoder(spec):
+        if spec.encoder.model != "in-house://tiny":
+            return None
+        served.append(spec.encoder.model)
+        return load_model(tiny_encoder), load_tokenizer(tiny_encoder)
+
+    _with_entry_points(monkeypatch, inhouse=SimpleNamespace(taskbert_claims_encoder=taskbert_claims_encoder,
+                                                            taskbert_load_encoder=taskbert_load_encoder))
+    try:
+        train, dev = sentiment_data
+        spec = {"task": "sentence_classification", "encoder": {"model": "in-house://tiny", "max_length": 32},
+                "data": {"train": train, "validation": dev},
+                "train": {"max_steps": 2, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
+        from taskbert.testing import write_spec
+
+        result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+        assert result.exit_code == 0, result.output
+        run_spec(spec, str(tmp_path))
+        assert served == ["in-house://tiny"]
+        monkeypatch.setenv("TASKBERT_DISABLE_PLUGINS", "inhouse")   # without the plugin: refused
+        plugin_mod.reset()
+        result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+        assert result.exit_code == 2 and "model folder not found: 'in-house://tiny'" in result.stderr
+    finally:
+        plugin_mod.reset()
+
+
+def test_plugin_commands_are_there_for_click_runner_too(monkeypatch):
+    """A plugin's command is found by ``CliRunner().invoke(cli, ...)`` (what a plugin's own
+    tests do), not only through the console script's ``main()``."""
+    import click
+
+    @click.command("hello-plugin")
+    def hello():
+        click.echo("hello from a plugin")
+
+    plugin = _hookimpl_plugin("taskbert_register_commands", ["cli"], lambda cli: cli.add_command(hello))
+    _with_entry_points(monkeypatch, greeter=plugin)
+    monkeypatch.setattr(type(cli), "plugins_added", False)
+    monkeypatch.setattr(cli, "plugins_added", False, raising=False)
+    try:
+        result = CliRunner().invoke(cli, ["hello-plugin"])
+        assert result.exit_code == 0 and "hello from a plugin" in result.output, result.output
+    finally:
+        cli.commands.pop("hello-plugin", None)
+        plugin_mod.reset()
+
+
+def test_a_duplicate_of_a_builtin_blames_the_plugin(monkeypatch):
+    plugin = _hookimpl_plugin("taskbert_register_metrics", ["register"],
+                              lambda register: register("accuracy", lambda golds, preds: 0.0))
+    _with_entry_points(monkeypatch, extras=plugin)
+    try:
+        with pytest.raises(TaskbertError, match="duplicate metric 'accuracy': registered by "
+                                                "taskbert_plugins.metrics and again by extras"):
+            plugin_mod.registries()
     finally:
         plugin_mod.reset()

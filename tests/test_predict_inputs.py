@@ -104,3 +104,12 @@ def test_an_unknown_extension_needs_format(trained_run, tmp_path):
     assert result.exit_code == 2 and "cannot tell the format from the extension '.py'" in result.stderr
     result, lines = _predict(trained_run, source, "--format", "text")
     assert result.exit_code == 0 and len(lines) == 2
+
+
+def test_an_input_with_the_training_files_extension_gets_the_runs_format():
+    from taskbert.predict import run_format
+
+    info = {"spec": {"data": {"train": "/data/wsj/train.txt", "format": "wordtag"}}}
+    assert run_format(info, "more.TXT") == "wordtag"
+    assert run_format(info, "more.jsonl") is None
+    assert run_format({"spec": {"data": {"train": "/data/train.txt"}}}, "more.txt") is None

@@ -40,7 +40,10 @@ class _EntryPoint:
 def test_readme_plugin_trains_predicts_and_writes_gold(monkeypatch, tmp_path, tiny_encoder, sentiment_data):
     module = _readme_plugin_module()
     check_task_class(module.MeanPool)
-    monkeypatch.setattr(plugin_mod.metadata, "entry_points", lambda group: [_EntryPoint(module)])
+    real = plugin_mod.metadata.entry_points   # importlib.metadata's own: other groups stay real
+    monkeypatch.setattr(plugin_mod.metadata, "entry_points",
+                        lambda **kw: [_EntryPoint(module)] if kw.get("group") == plugin_mod.ENTRY_POINT_GROUP
+                        else real(**kw))
     plugin_mod.reset()
     try:
         train, dev = sentiment_data

@@ -91,6 +91,10 @@ def test_new_plugin_refuses_bad_names_and_full_folders(tmp_path):
     assert invoke("new-plugin", "ok-name", "-o", tmp_path).exit_code == 0
     result = invoke("new-plugin", "ok-name", "-o", tmp_path)
     assert result.exit_code == 2 and "is not empty" in result.output
+    # a built-in task's name: installed, the duplicate would stop every command
+    result = invoke("new-plugin", "sentence-classification", "-o", tmp_path)
+    assert result.exit_code == 2 and "task 'sentence_classification' is already registered" in result.output
+    assert not (tmp_path / "taskbert-sentence-classification").exists()
 
 
 @pytest.fixture()
