@@ -73,6 +73,10 @@ class FeatureTask:
             return self.options.dropout
         return getattr(config, "hidden_dropout_prob", 0.1)
 
+    def check_encoding(self, tokenizer, max_length, config):
+        """The layer choice must exist in this encoder (validate knows before weights load)."""
+        layer_indices(self.options.layers, config.num_hidden_layers)
+
     def configure(self, encoder):
         """Resolve the layer choice against the encoder's depth (``build_head`` calls it)."""
         self.num_layers = encoder.config.num_hidden_layers

@@ -90,7 +90,15 @@ class ExtractiveQA(Task):
             what = "missing" if value is None else f"not text ({value!r:.40})"
             raise DataError(f"{where}: field {name!r} is {what}; record has: "
                             f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{option})")
+        if not value.strip():   # as for the text tasks: nothing to ask about, or nothing to search
+            raise DataError(f"{where}: field {name!r} is empty (got {value!r}); a {key} needs at least "
+                            f"one non-space character")
         return value
+
+    def record_from_text(self, line):
+        raise DataError("extractive_qa: a question needs its passage, which one text line cannot "
+                        "hold; give a .jsonl file ({\"question\": ..., \"context\": ...} a line) "
+                        "or SQuAD .json")
 
     def _answers(self, record, where, qid, context):
         """Gold answers as ``[{text, start}]`` and the ones that do not match the passage."""
@@ -157,7 +165,7 @@ class ExtractiveQA(Task):
                          f"({len(found)} in all)")
         return lines
 
-    def check_encoding(self, tokenizer, max_length):
+    def check_encoding(self, tokenizer, max_length, config):
         """The window overlap must leave a step forward in windows of ``max_length``
         (checked again when the data is encoded)."""
         o = self.options
@@ -210,7 +218,7 @@ class ExtractiveQA(Task):
         for ex, wins in zip(examples, windows):
             answer = qa_decode.decode_answer(ex["context"], wins, o.n_best, o.max_answer_tokens,
                                              bool(self.allow_no_answer), o.null_score_threshold)
-            out.append({"id": ex["id"], **answer} if ex["id"] is not None else answer)
+            out.append({"id": ex["id"], **answer})   # id None when the input has none
         return out
 
     def score(self, predictions, examples):

@@ -158,25 +158,37 @@ def _check_metric(spec, task):
                     f"{task.name!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+def _tokenizer_and_config(spec, model_path, tok_path):
+    """The spec's tokenizer and encoder config (no weights), or one line saying why not."""
+    from transformers import AutoConfig
+
+    from .encoder import load_tokenizer, offline
+
+    key, name = "encoder.tokenizer", tok_path
+    try:
+        tokenizer = load_tokenizer(tok_path, spec.encoder)
+        key, name = "encoder.model", model_path
+        config = AutoConfig.from_pretrained(model_path, local_files_only=offline(), revision=spec.encoder.revision,
+                                            trust_remote_code=spec.encoder.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        raise SpecError(f"{spec.path}: {key}: cannot load {name!r}: {first}") from exc
+    return tokenizer, config
+
+
 def prepare(spec):
     """Check the spec's task, encoder and data without loading weights."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
     claimed = get_plugin_manager().hook.taskbert_claims_encoder(spec=spec)   # a plugin's own source
-    tok_path = None if claimed else check_encoder(spec)[1]
+    model_path, tok_path = (None, None) if claimed else check_encoder(spec)
     _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():
         raise SpecError(f"{spec.path}: data.train: required for training")
-    if tok_path and type(task).check_encoding is not Task.check_encoding:  # the tokenizer only when asked for
-        from .encoder import load_tokenizer
-
+    if model_path and type(task).check_encoding is not Task.check_encoding:  # loaded only when asked for
+        tokenizer, config = _tokenizer_and_config(spec, model_path, tok_path)
         try:
-            tokenizer = load_tokenizer(tok_path, spec.encoder)
-        except (OSError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
-            raise SpecError(f"{spec.path}: encoder.tokenizer: cannot load {tok_path!r}: {first}") from exc
-        try:
-            task.check_encoding(tokenizer, spec.encoder.max_length)
+            task.check_encoding(tokenizer, spec.encoder.max_length, config)
         except SpecError as exc:
             raise SpecError(f"{spec.path}: {exc}") from exc
     examples = load_splits(spec, task, regs.readers)

@@ -76,7 +76,7 @@ def init_spec(task_name):
 
     regs = registries()
     task_cls = regs.tasks.get(task_name, where="--task")
-    ext = {"conll": "txt", "wordtag": "txt", "text": "txt", "csv": "csv", "tsv": "tsv"}.get(
+    ext = {"conll": "txt", "wordtag": "txt", "text": "txt", "documents": "txt", "csv": "csv", "tsv": "tsv"}.get(
         task_cls.default_format or "jsonl", "json" if task_cls.default_format else "jsonl")
     out = [
         f"# A starter spec for task {task_name!r} ({regs.tasks.owner(task_name)}):",

@@ -80,13 +80,14 @@ class Task:
             return list(gold)
         return None
 
-    def check_encoding(self, tokenizer, max_length):
-        """Check the options against the tokenizer and ``encoder.max_length`` before any
-        data is read or weights load; raise SpecError naming the ``task_options`` key.
+    def check_encoding(self, tokenizer, max_length, config):
+        """Check the options against the tokenizer, ``encoder.max_length`` and the encoder's
+        config (``transformers`` ``PretrainedConfig``: depth, width) before any data is read or
+        weights load; raise SpecError naming the ``task_options`` key.
 
         ``taskbert validate`` and ``taskbert run`` call it (through ``prepare``) with the
-        spec's fast tokenizer, which they load only for a task that overrides this method.
-        The default checks nothing.
+        spec's fast tokenizer and config, which they load (no weights) only for a task that
+        overrides this method and an encoder no plugin claims. The default checks nothing.
         """
 
     def truncation(self, examples, tokenizer, max_length):

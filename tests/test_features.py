@@ -232,3 +232,24 @@ def test_ready_feature_specs_load():
     for name in names:
         spec = load_spec(os.path.join(root, name))
         assert spec.task in ("feature_classification", "feature_tagging") and spec.options.layers in LAYER_CHOICES
+
+
+def test_validate_knows_the_layer_choice_needs_more_layers(tmp_path, tiny_encoder):
+    """The 2-layer tiny encoder has no 'last four': validate says so from its config, before
+    any weights load, as run would."""
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+    from taskbert.testing import write_polarity_data, write_spec
+
+    train = write_polarity_data(tmp_path / "train.jsonl", 20, 1)
+    spec = {"task": "feature_classification", "encoder": {"model": tiny_encoder, "max_length": 32},
+            "data": {"train": train}, "output": str(tmp_path / "run"),
+            "task_options": {"layers": "concat_last_four", "cache_dir": str(tmp_path / "cache")}}
+    result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert "spec.yaml: task_options.layers: 'concat_last_four' needs an encoder with at least 4 layers; " \
+           "this one has 2" in result.stderr
+    spec["task_options"]["layers"] = "last"
+    result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+    assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@ a window overlap that leaves no step between windows (before any weights load), 
 files whose paragraphs or questions lack their text (one line, no misleading option hint)."""
 
 import json
+import re
 import os
 
 import pytest
@@ -132,3 +133,39 @@ def test_jsonl_missing_context_still_names_the_option(tiny_encoder, tmp_path):
     (line,) = result.stderr.splitlines()
     assert "train.jsonl:1: field 'context' is missing; record has: id, question, answers " \
            "(set task_options.context_field)" in line
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"question": "where ?", "context": ""}, "field 'context' is empty (got ''); a context needs"),
+    ({"question": "  ", "context": "the cat sat"}, "field 'question' is empty (got '  '); a question needs"),
+])
+def test_blank_question_or_passage_is_refused(record, expected):
+    """As for the text tasks: an empty passage used to get an empty answer with probability 1."""
+    from taskbert import DataError
+    from taskbert_plugins.qa import ExtractiveQA
+
+    with pytest.raises(DataError, match=r"in\.jsonl:1: " + re.escape(expected)):
+        ExtractiveQA().example_from_record(record, "in.jsonl:1", labelled=False)
+
+
+def test_plain_text_lines_are_refused_with_the_formats_that_work(tmp_path):
+    from taskbert import DataError
+    from taskbert.predict import read_inputs
+    from taskbert_plugins.qa import ExtractiveQA
+
+    text = tmp_path / "qa.txt"
+    text.write_text("where is the cat ?\n")
+    with pytest.raises(DataError, match=r"qa\.txt:1: extractive_qa: a question needs its passage.*\.jsonl"):
+        read_inputs(str(text), ExtractiveQA(), "text")
+
+
+def test_a_prediction_always_has_an_id():
+    from taskbert_plugins.qa import ExtractiveQA
+
+    task = ExtractiveQA()
+    task.allow_no_answer = False
+    ex = task.example_from_record({"question": "what ?", "context": "a b"}, "x:1", labelled=False)
+    rows = [{"example_index": 0, "passage_start": 1, "offsets": [(0, 1), (2, 3)]}]
+    logits = [0.0, 5.0, 1.0, 0.0]   # what collect hands decode: per-position floats
+    (pred,) = task.decode([(logits, logits)], rows, [ex])
+    assert pred["id"] is None and pred["text"] in ("a", "b", "a b")
