@@ -131,8 +131,9 @@ class TextLabelTask(Task):
 
     def _label(self, record, where, labelled):
         """The label name of ``record`` (see :func:`label_text`); False when it is in
-        ``drop_labels`` (checked first, so a listed value is skipped, never refused); None
-        when an unlabelled input (predict, serve) has no usable label."""
+        ``drop_labels`` (checked first, so a listed value is skipped, never refused) in a
+        labelled split; None for an unlabelled input (predict, serve), which is predicted
+        whatever its label field holds."""
         field_name = self.options.label_field
         if field_name not in record:
             if labelled:
@@ -142,6 +143,8 @@ class TextLabelTask(Task):
         value = record[field_name]
         label = label_text(value)
         if label is not None and label in self.options.drop_labels:
+            if not labelled:   # an input to predict: its (unread) label must not skip it
+                return None
             path = where.rsplit(":", 1)[0]
             self.dropped[path] = self.dropped.get(path, 0) + 1
             return False

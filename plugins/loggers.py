@@ -47,7 +47,8 @@ class ConsoleLogger:
     def log(self, step, metrics):
         """Print a record above the progress bar."""
         label = "best model" if metrics.get("final") else f"step {step}/{self.trainer.total_steps}"
-        parts = [f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("step", "final")]
+        parts = [f"{k} {_fmt(v)}" for k, v in metrics.items()   # tables (by_type) stay in metrics.jsonl
+                 if k not in ("step", "final") and not isinstance(v, (dict, list))]
         tqdm.write(f"{label}: " + "  ".join(parts))
 
     def close(self):
@@ -129,9 +130,10 @@ def taskbert_register_loggers(register):
     register("tensorboard", TensorBoardLogger)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def taskbert_train_start(trainer):
-    """Make the loggers named in ``train.loggers`` (names were checked with the spec)."""
+    """Make the loggers named in ``train.loggers`` (names were checked with the spec); first,
+    so what another plugin records at the start (pretraining's step-0 evaluation) is logged."""
     from taskbert.plugins import registries
 
     table = registries().loggers
@@ -146,9 +148,9 @@ def taskbert_log_metrics(trainer, step, metrics):
         logger.log(step, metrics)
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def taskbert_train_end(trainer, metrics):
-    """Close the run's loggers."""
+    """Close the run's loggers, after every other plugin's train_end."""
     for logger in _ACTIVE.pop(trainer, ()):
         close = getattr(logger, "close", None)
         if close is not None:

@@ -127,6 +127,7 @@ def validate(spec_file, overrides):
 def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
     """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from .checkpoint import atomic_write
+    from .data import check_file
     from .export import OnnxModel, is_export_folder
     from .predict import (find_model_folder, input_format, load_run, load_task, predict_examples,
                           read_inputs, run_format, run_reader_options)
@@ -140,6 +141,7 @@ def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
         if not sep or not key.strip():
             raise SpecError(f"--reader-option: expected KEY=VALUE, got {item!r}")
         options[key.strip()] = yaml.safe_load(value)
+    check_file(input_file, "INPUT")   # a missing file first, then any note on how it is read
     if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
         click.echo(f"note: reading {input_file} as {chosen} ({'the run' if guess else 'the task'}'s format); "
                    f"--format text reads one input a line", err=True)

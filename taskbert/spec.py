@@ -6,6 +6,7 @@ key and value, resolves relative paths against the spec's folder and validates t
 a bad spec fails before any model weights load.
 """
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Literal, Optional, Union
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, TaskbertError
 from .schema import build
 
 
@@ -173,9 +174,22 @@ def read_yaml(path):
 def load_spec(path, overrides=(), registries=None):
     """Read, override, check and resolve a spec file; return a frozen :class:`Spec`."""
     raw = read_yaml(path)
+    plain = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return spec_from_dict(raw, path, registries)
+    try:
+        return spec_from_dict(raw, path, registries)
+    except SpecError as exc:
+        if not overrides:
+            raise
+        try:   # the file alone passes: the bad value came from --set, so say that
+            spec_from_dict(plain, path, registries)
+        except TaskbertError:
+            raise exc from None
+        message = str(exc)
+        message = message[len(path) + 2:] if message.startswith(f"{path}: ") else message
+        given = " ".join(f"--set {a}" for a in overrides)
+        raise SpecError(f"{path} with {given}: {message}") from exc
 
 
 def spec_from_dict(raw, path="<spec>", registries=None):

@@ -64,6 +64,10 @@ def test_records_and_dropped_labels():
     with pytest.raises(DataError, match=r"f.jsonl:5: missing label field 'gold_label'"):
         task.example_from_record({"sentence1": "a", "sentence2": "b"}, "f.jsonl:5")
     assert task.example_from_record({"sentence1": "a", "sentence2": "b"}, "p:1", labelled=False)["label"] is None
+    # an input to predict is predicted whatever its label says: SNLI's test file has 176 '-'
+    # rows, and dropping them shifted every later prediction off its input line
+    unlabelled = task.example_from_record(dict(rec, gold_label="-"), "p:2", labelled=False)
+    assert unlabelled is not None and unlabelled["label"] is None
     assert task.record_from_text("a b\tc d") == {"sentence1": "a b", "sentence2": "c d"}
     with pytest.raises(DataError, match="exactly one tab between the two texts, found none"):
         task.record_from_text("no tab here")

@@ -185,3 +185,13 @@ def test_ready_specs_load():
     # the fine-tuning spec starts from the pretraining run's best/
     assert adapted.encoder.model == "../runs/mlm-wiki/best"
     assert os.path.normpath(os.path.join(root, adapted.encoder.model)) == os.path.join(os.path.dirname(mlm.output), "mlm-wiki", "best")
+
+
+def test_the_step_0_evaluation_reaches_the_loggers(encoder, corpus, tmp_path, capsys):
+    """Loggers are made before other plugins' train_start, so the evaluation pretraining
+    records there is printed, not only written to metrics.jsonl."""
+    spec = spec_for(encoder, corpus, tmp_path / "run")
+    spec["train"].update(max_steps=2, eval_every=2, loggers=["console"])
+    run_spec(spec, str(tmp_path))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "validation/perplexity" in ln]
+    assert lines and lines[0].startswith("step 0/2:"), lines

@@ -197,3 +197,15 @@ def test_known_metrics_pass(tmp_path, tiny_encoder, sentiment_data, metric):
                             "data": {"train": train, "validation": dev}, "train": {"metric": metric}})
     result = CliRunner().invoke(cli, ["validate", path])
     assert result.exit_code == 0, result.output
+
+
+def test_an_error_from_set_says_it_came_from_set(tmp_path, sentiment_data):
+    train, _ = sentiment_data
+    path = write(tmp_path, {"task": "sentence_classification", "data": {"train": train}})
+    with pytest.raises(SpecError, match=r"spec\.yaml with --set trian\.lr=1: unknown key 'trian' "
+                                        r"\(did you mean 'train'\?\)"):
+        load_spec(path, ["trian.lr=1"])
+    # an error in the file itself still names the file alone, --set or not
+    bad = write(tmp_path, {"task": "sentence_classification", "data": {"train": train}, "trian": {}})
+    with pytest.raises(SpecError, match=r"spec\.yaml: unknown key 'trian'"):
+        load_spec(bad, ["train.lr=1e-4"])
