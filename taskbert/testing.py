@@ -112,7 +112,7 @@ def write_polarity_data(path, n, seed):
 def tiny_classification_spec(encoder, train, validation, output, **train_options):
     """A spec dict that trains ``sentence_classification`` with the tiny encoder on the
     polarity data in a few seconds; ``train_options`` override the ``train:`` section."""
-    train_section = {"epochs": 3, "batch_size": 16, "lr": 1.0e-3, "log_every": 5, "seed": 3, "loggers": []}
+    train_section = {"epochs": 3, "batch_size": 16, "lr": 3.0e-3, "log_every": 5, "seed": 3, "loggers": []}
     train_section.update(train_options)
     return {"task": "sentence_classification", "encoder": {"model": encoder, "max_length": 32},
             "data": {"train": train, "validation": validation}, "train": train_section,
