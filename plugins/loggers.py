@@ -108,7 +108,10 @@ class TensorBoardLogger:
         self.check()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=os.path.join(trainer.run_dir, "tensorboard"))
+        # on --resume, points past the checkpoint (logged before the crash, logged again now)
+        # are purged, as metrics.jsonl is cut back; without it the curves zig-zag there
+        self.writer = SummaryWriter(log_dir=os.path.join(trainer.run_dir, "tensorboard"),
+                                    purge_step=trainer.step + 1 if trainer.step else None)
 
     def log(self, step, metrics):
         """Add every number in the record as a scalar at ``step``."""

@@ -7,6 +7,7 @@ written. ``execute`` then owns the run folder.
 
 import difflib
 import json
+import math
 import os
 import platform
 import shutil
@@ -266,6 +267,22 @@ def load_encoder(hook, spec):
     return loaded
 
 
+def _check_steps(spec, n_rows):
+    """An optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than the
+    run never reaches the peak rate (said, not refused)."""
+    t = spec.train
+    batches = math.ceil(n_rows / t.batch_size)
+    if t.grad_accum > batches:
+        raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "
+                        f"batches of an epoch ({n_rows} training rows, batch_size {t.batch_size}); an "
+                        f"optimizer step needs grad_accum batches: lower it or train.batch_size")
+    total = t.max_steps or max(1, math.ceil(t.epochs * (batches // t.grad_accum)))
+    warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
+    if warmup > total:
+        print(f"warning: train.warmup: {warmup} steps is longer than the run's {total}; the learning "
+              f"rate never reaches train.lr and does not decay", file=sys.stderr)
+
+
 def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
@@ -281,6 +298,7 @@ def _train(spec, prepared, world, resume, overwrite):
     model = TaskModel(task, encoder, head)
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
             for split, exs in examples.items()}
+    _check_steps(spec, len(rows["train"]))   # before the run folder is touched
     world.barrier()  # every rank has checked the run folder before rank 0 changes it
     if world.is_main:
         if overwrite and not resume and os.path.isdir(spec.output):

@@ -308,8 +308,8 @@ class Trainer:
         else:  # another number of processes: same batches, but new dropout streams
             set_rng_state(rngs[0])
             torch.manual_seed(self.spec.train.seed + 1 + self.world.rank + state["step"])
-            self._say(f"warning: resuming on {self.world.world} processes a run checkpointed on "
-                      f"{len(rngs)}: dropout masks will differ from the original run")
+            self._say(f"warning: resuming on {self.world.world} process{'es' if self.world.world != 1 else ''} "
+                      f"a run checkpointed on {len(rngs)}: dropout masks will differ from the original run")
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
         self.stale, self.stop, self.window = state["stale"], state["stop"], state["window"]
         self.best_value, self.best_step = state["best_value"], state["best_step"]

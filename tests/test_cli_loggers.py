@@ -125,3 +125,23 @@ def test_a_plugin_logger_is_validated_and_called(spec_dict, tmp_path):
         assert RecordingLogger.seen[-1] == ("closed", None)
     finally:
         plugin_mod.reset()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_tensorboard_curves_have_each_step_once_after_a_resume(spec_dict, tmp_path):
+    """Steps logged after the checkpoint and before the crash are logged again on --resume;
+    the TensorBoard writer purges them, as metrics.jsonl is cut back, so no step shows twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from taskbert.run import execute
+    from taskbert.testing import Crash, crash_at
+
+    spec_dict["train"].update(log_every=1, eval_every=10, loggers=["tensorboard"])
+    spec = load_spec(write_spec(tmp_path, spec_dict))
+    with crash_at(13), pytest.raises(Crash):
+        execute(spec)   # steps 11 and 12 reach TensorBoard after the step-10 checkpoint
+    execute(spec, resume=True)
+    acc = EventAccumulator(os.path.join(spec.output, "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == sorted(set(steps)) and steps[:13] == list(range(1, 14)), steps

@@ -209,3 +209,26 @@ def test_an_error_from_set_says_it_came_from_set(tmp_path, sentiment_data):
     bad = write(tmp_path, {"task": "sentence_classification", "data": {"train": train}, "trian": {}})
     with pytest.raises(SpecError, match=r"spec\.yaml: unknown key 'trian'"):
         load_spec(bad, ["train.lr=1e-4"])
+
+
+def test_grad_accum_longer_than_an_epoch_is_one_line_and_writes_nothing(tmp_path, tiny_encoder, sentiment_data):
+    """It used to crash with an IndexError after writing spec.yaml and manifest.json."""
+    train, dev = sentiment_data   # 400 training texts: 25 batches of 16
+    path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": tiny_encoder},
+                            "data": {"train": train, "validation": dev}, "output": str(tmp_path / "run"),
+                            "train": {"batch_size": 16, "grad_accum": 30, "loggers": []}})
+    result = CliRunner().invoke(cli, ["run", path])
+    assert result.exit_code == 2, result.output
+    assert "train.grad_accum: 30 is more than the 25 batches of an epoch (400 training rows, batch_size 16)" \
+        in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_warmup_longer_than_the_run_is_said(tmp_path, tiny_encoder, sentiment_data):
+    train, dev = sentiment_data
+    path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": tiny_encoder},
+                            "data": {"train": train, "validation": dev}, "output": str(tmp_path / "run"),
+                            "train": {"max_steps": 3, "warmup": 100, "loggers": []}})
+    result = CliRunner().invoke(cli, ["run", path])
+    assert result.exit_code == 0, result.output
+    assert "warning: train.warmup: 100 steps is longer than the run's 3" in result.stderr
