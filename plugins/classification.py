@@ -8,6 +8,7 @@ When the encoder has no pooler, the raw [CLS] vector feeds the classifier.
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -77,6 +78,12 @@ def normalize_label_options(options):
                 raise ValueError(f"{key}: {name!r} is listed twice{same}; list each label once")
             names[name] = value
         object.__setattr__(options, key, tuple(names))
+
+
+def is_blank(text):
+    """True when ``text`` holds nothing a tokenizer keeps: only white space, control and
+    format characters (zero-width spaces and joiners, NUL), which become a bare [CLS] [SEP]."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text)
 
 
 @dataclass(frozen=True)
@@ -179,9 +186,9 @@ class TextLabelTask(Task):
         value = record[name]
         if not isinstance(value, str):
             raise DataError(f"{where}: field {name!r} must be text, got {value!r}")
-        if not value.strip():
+        if is_blank(value):
             raise DataError(f"{where}: field {name!r} is empty (got {value!r}); a text needs at least "
-                            f"one non-space character: fill it in or remove the record")
+                            f"one character besides white space, control and zero-width ones: fill it in or remove the record")
         return value
 
     def setup(self, examples):

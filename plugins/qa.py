@@ -19,6 +19,7 @@ from torch import nn
 
 from taskbert import DataError, Task, hookimpl
 from taskbert_plugins import qa_decode, squad
+from taskbert_plugins.classification import is_blank
 
 MAX_LISTED = 100   # answer mismatches listed one per line by validate; the rest are counted
 
@@ -90,9 +91,9 @@ class ExtractiveQA(Task):
             what = "missing" if value is None else f"not text ({value!r:.40})"
             raise DataError(f"{where}: field {name!r} is {what}; record has: "
                             f"{', '.join(map(str, record)) or 'nothing'} (set task_options.{option})")
-        if not value.strip():   # as for the text tasks: nothing to ask about, or nothing to search
+        if is_blank(value):   # as for the text tasks: nothing to ask about, or nothing to search
             raise DataError(f"{where}: field {name!r} is empty (got {value!r}); a {key} needs at least "
-                            f"one non-space character")
+                            f"one character besides white space, control and zero-width ones")
         return value
 
     def record_from_text(self, line):

@@ -90,10 +90,22 @@ def read_jsonl(path, options):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{path}:{n}: invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(record).__name__}")
+        if "\\u" in line and _unpaired_surrogate(record):   # valid JSON, but no text a tokenizer takes
+            raise DataError(f"{path}:{n}: holds an unpaired surrogate escape (\\ud800-\\udfff without its "
+                            f"pair); it is not a character: fix the file's encoding")
         yield n, record
+
+
+def _unpaired_surrogate(value):
+    """True when a string anywhere in ``value`` cannot be encoded as UTF-8 (a lone surrogate)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_delimited_options(path, options, default_delimiter):

@@ -110,10 +110,11 @@ def read_squad(path, options):
     """
     check_options(path, options, ("encoding",))
     try:
-        with open(path, encoding=options.get("encoding", "utf-8")) as fh:
+        encoding = options.get("encoding", "utf-8")
+        with open(path, encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding) as fh:
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {options.get('encoding', 'utf-8')} (byte {exc.start}); "
                         f"convert the file to UTF-8") from None
@@ -137,7 +138,11 @@ def read_squad(path, options):
                 if not isinstance(qa, dict):
                     raise DataError(f"{path}:{loc}: expected a question object, got {qa!r:.60}")
                 _text(qa, "question", f"{path}:{loc}", "question")
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                impossible = qa.get("is_impossible", False)
+                if not isinstance(impossible, bool):   # "false" would be truthy: gold answers lost
+                    raise DataError(f"{path}:{loc}: \"is_impossible\" must be true or false, got "
+                                    f"{impossible!r:.40}")
+                answers = [] if impossible else qa.get("answers", [])
                 if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
                     raise DataError(f"{path}:{loc}: \"answers\" must be a list of "
                                     f"{{\"text\", \"answer_start\"}} objects, got {answers!r:.60}")

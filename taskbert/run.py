@@ -9,6 +9,7 @@ import difflib
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
 import subprocess
@@ -255,6 +256,10 @@ def load_encoder(hook, spec):
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in run logs
     try:
         loaded = hook.taskbert_load_encoder(spec=spec)
+    except pickle.UnpicklingError as exc:   # torch's weights_only load refused a pickled object
+        raise SpecError(f"encoder.model: refused {spec.encoder.model!r}: its pickled weights file holds "
+                        f"objects other than tensors, and pickles from strangers run code; use a "
+                        f"model.safetensors copy of the weights") from exc
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
         raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {first}") from exc

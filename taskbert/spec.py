@@ -62,7 +62,7 @@ class DataSpec:
 class TrainSpec:
     """``train:`` — the optimisation and evaluation schedule."""
 
-    epochs: float = field(default=3.0, metadata={"gt": 0})
+    epochs: float = field(default=3.0, metadata={"gt": 0, "max": 1e6})
     max_steps: Optional[int] = field(default=None, metadata={"min": 1,
         "help": "stop after this many optimizer steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"min": 1})
@@ -73,7 +73,7 @@ class TrainSpec:
     warmup: float = field(default=0.1, metadata={"min": 0,
         "help": "fraction of steps if < 1, else a number of steps"})
     max_grad_norm: Optional[float] = field(default=1.0, metadata={"gt": 0})
-    seed: int = 13
+    seed: int = field(default=13, metadata={"min": 0, "max": 2**32 - 1})   # NumPy's seed range
     eval_every: Union[int, Literal["epoch"]] = field(default="epoch", metadata={"min": 1})
     log_every: int = field(default=50, metadata={"min": 1})
     save_every: Optional[int] = field(default=None, metadata={"min": 1,

@@ -163,3 +163,20 @@ def test_example_spec_is_valid(tmp_path):
                                       "--set", f"data.validation={tmp_path / 'dev.json'}"])
     assert result.exit_code == 0, result.output
     assert "examples: train 3, validation 3" in result.stdout
+
+
+def test_squad_is_impossible_must_be_a_boolean_and_a_bom_is_read(tmp_path):
+    from taskbert import DataError
+    from taskbert_plugins.squad import read_squad
+
+    doc = {"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "Where?", "is_impossible": "false",
+         "answers": [{"text": "France", "answer_start": 12}]}]}]}]}
+    path = tmp_path / "sq.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r'qas\[0\]: "is_impossible" must be true or false, got \'false\''):
+        list(read_squad(str(path), {}))
+    doc["data"][0]["paragraphs"][0]["qas"][0]["is_impossible"] = False
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(doc).encode())   # a UTF-8 BOM, as other readers accept
+    ((_, record),) = list(read_squad(str(path), {}))
+    assert record["answers"], record   # kept: is_impossible is false

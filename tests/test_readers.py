@@ -173,3 +173,17 @@ def test_validate_semicolon_file_names_the_delimiter(tmp_path, tiny_encoder):
     data = write(tmp_path / "train.csv", "sentence;topic\ngood movie;pos\nbad film;neg\n")
     one_line_error(validate(tmp_path, tiny_encoder, data), f"{data}:1:",
                    'set data.reader_options.delimiter: ";"')
+
+
+def test_jsonl_unpaired_surrogate_and_json_message(tmp_path):
+    from taskbert import DataError
+    from taskbert_plugins.readers import read_jsonl
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "ok \\ud83d\\ude00 pair"}\n{"text": "good \\ud800 movie"}\n')
+    with pytest.raises(DataError, match=r"s\.jsonl:2: holds an unpaired surrogate escape"):
+        list(read_jsonl(str(path), {}))
+    path.write_text('{"text": "a\tb"}\n')   # a raw tab: "Invalid control character at"
+    with pytest.raises(DataError) as info:
+        list(read_jsonl(str(path), {}))
+    assert " at at " not in str(info.value) and "at column" in str(info.value)

@@ -232,3 +232,13 @@ def test_a_warmup_longer_than_the_run_is_said(tmp_path, tiny_encoder, sentiment_
     result = CliRunner().invoke(cli, ["run", path])
     assert result.exit_code == 0, result.output
     assert "warning: train.warmup: 100 steps is longer than the run's 3" in result.stderr
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", 99999999999999999999999, "train.seed"), ("epochs", float("inf"), "train.epochs")])
+def test_seed_and_epochs_out_of_range_are_spec_errors(tmp_path, sentiment_data, key, value, message):
+    """Both used to pass validate and crash run with a traceback."""
+    train, _ = sentiment_data
+    path = write(tmp_path, {"task": "sentence_classification", "data": {"train": train}, "train": {key: value}})
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)

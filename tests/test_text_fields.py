@@ -71,3 +71,12 @@ def test_missing_and_null_texts_keep_their_messages():
     cls = SentenceClassification()
     with pytest.raises(DataError, match=r"missing text field 'text'.*\(set task_options.text_field\)"):
         cls.example_from_record({"label": "x"}, "f:1")
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200c\u200d", "\x00\x00", " \u2028\t"])
+def test_text_of_only_invisible_characters_is_empty(text):
+    """Zero-width, NUL and other control characters tokenize to nothing: a bare [CLS] [SEP]."""
+    task = SentenceClassification(ClassificationOptions())
+    with pytest.raises(DataError, match=r"f\.jsonl:1: field 'text' is empty"):
+        task.example_from_record({"text": text, "label": "pos"}, "f.jsonl:1")
+    assert task.example_from_record({"text": "a\u200bb", "label": "pos"}, "f.jsonl:2")["text"] == "a\u200bb"
