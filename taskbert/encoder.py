@@ -8,6 +8,7 @@ only local folders, packaged models and the local Hugging Face cache are used.
 Remote code runs only when the spec sets ``encoder.trust_remote_code: true``.
 """
 
+import contextlib
 import difflib
 import json
 import os
@@ -55,14 +56,18 @@ def resolve_model(name, base=None, key="encoder.model"):
     return name  # a hub id such as "bert-base-uncased" or "org/model"
 
 
+def _spec_folder(spec):
+    """Where relative encoder paths resolve: the spec file's folder (None for a spec dict)."""
+    return os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
+
+
 def check_encoder(spec):
     """Cheap checks before weights load: the folder has a config and a tokenizer, and
     ``max_length`` fits the model's positions; offline, a hub id must be in the local cache.
     Returns the resolved model and tokenizer paths or ids. Not called for an encoder a
     plugin claims (``taskbert_claims_encoder``)."""
     enc = spec.encoder
-    base = os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
-    path = resolve_model(enc.model, base)
+    path = resolve_model(enc.model, _spec_folder(spec))
     if os.path.isdir(path):
         cfg_file = os.path.join(path, "config.json")
         if not os.path.exists(cfg_file):
@@ -87,10 +92,12 @@ def check_tokenizer(spec, model_path=None):
     """The tokenizer's folder or hub id (``encoder.tokenizer``, else ``model_path``): a folder
     must hold tokenizer files; offline, a hub id must be in the local cache."""
     enc = spec.encoder
-    base = os.path.dirname(spec.path) if spec.path and os.path.isabs(spec.path) else None
-    tok = resolve_model(enc.tokenizer, base, "encoder.tokenizer") if enc.tokenizer else model_path
-    if not os.path.isdir(tok) and offline():
-        _check_cached("encoder.tokenizer" if enc.tokenizer else "encoder.model", tok, enc.revision)
+    if not enc.tokenizer:   # the model's own: check_encoder has looked for it already
+        tok = model_path
+    else:
+        tok = resolve_model(enc.tokenizer, _spec_folder(spec), "encoder.tokenizer")
+        if not os.path.isdir(tok) and offline():
+            _check_cached("encoder.tokenizer", tok, enc.revision)
     if os.path.isdir(tok) and not any(os.path.exists(os.path.join(tok, f)) for f in TOKENIZER_FILES):
         raise SpecError(
             f"encoder.model: {tok} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}); "
@@ -129,23 +136,34 @@ def load_tokenizer(name, spec_encoder=None):
     return tokenizer
 
 
-def load_model(name, spec_encoder=None):
-    """The bare encoder (``AutoModel``), with a pooler when the architecture has one."""
-    from transformers import AutoModel
+@contextlib.contextmanager
+def quiet_loading(warnings=True):
+    """No transformers "Loading weights" bar (noise in run logs, predict, serve, export);
+    ``warnings=False`` silences its warnings too (e.g. "weights not used: classifier.*",
+    expected when the bare encoder of a saved task model loads)."""
     from transformers.utils import logging as hf_logging
 
-    kwargs = {"local_files_only": offline()}
-    if spec_encoder is not None:
-        kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code)
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "weights not used: classifier.*" is expected here
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise (predict, serve, export)
+    if not warnings:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        return AutoModel.from_pretrained(name, **kwargs)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def load_model(name, spec_encoder=None):
+    """The bare encoder (``AutoModel``), with a pooler when the architecture has one."""
+    from transformers import AutoModel
+
+    kwargs = {"local_files_only": offline()}
+    if spec_encoder is not None:
+        kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code)
+    with quiet_loading(warnings=False):
+        return AutoModel.from_pretrained(name, **kwargs)
 
 
 @hookimpl(trylast=True)

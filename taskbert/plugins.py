@@ -52,9 +52,13 @@ def _skip_hint(name):
     return f"; TASKBERT_DISABLE_PLUGINS={name} runs taskbert without it"
 
 
+def _hook_names():
+    return [n for n in dir(hookspecs) if n.startswith("taskbert_")]
+
+
 def _unknown_hooks(pm):
     """``(plugin name, hook name)`` for every ``taskbert_*`` hookimpl with no hookspec."""
-    known = {n for n in dir(hookspecs) if n.startswith("taskbert_")}
+    known = set(_hook_names())
     out = []
     for name, plugin in pm.list_name_plugin():
         for attr in dir(plugin):
@@ -126,7 +130,7 @@ def _create_manager():
         if not unknown:
             raise TaskbertError(f"a plugin implements an unknown hook: {exc}") from exc
         name, attr = unknown[0]
-        close = difflib.get_close_matches(attr, [n for n in dir(hookspecs) if n.startswith("taskbert_")], n=1)
+        close = difflib.get_close_matches(attr, _hook_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise TaskbertError(f"plugin {name!r} implements an unknown hook {attr!r}{hint}"
                             + _skip_hint(name)) from exc
@@ -169,8 +173,9 @@ class Registries:
         self.readers = Registry("reader")
         self.metrics = Registry("metric")
         self.loggers = Registry("logger")
+        note = filter_note()
         for registry in (self.tasks, self.readers, self.metrics, self.loggers):
-            registry.note = filter_note()
+            registry.note = note
         # in registration order (built-ins first), so a duplicate blames the later plugin
         for impl in pm.hook.taskbert_register_loggers.get_hookimpls():
             owner = impl.plugin_name

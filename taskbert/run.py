@@ -7,7 +7,6 @@ written. ``execute`` then owns the run folder.
 
 import difflib
 import json
-import math
 import os
 import pickle
 import platform
@@ -60,9 +59,9 @@ def _entries(out):
             if not e.startswith(PROBE_PREFIX)]  # another rank's probe, gone in a moment
 
 
-def holds_run(out):
-    """True when the folder ``out`` already holds a taskbert run."""
-    return any(name in _entries(out) for name in RUN_FILES)
+def holds_run(out, entries=None):
+    """True when the folder ``out`` (listed as ``entries``, when known) holds a taskbert run."""
+    return any(name in (_entries(out) if entries is None else entries) for name in RUN_FILES)
 
 
 def check_output(spec, resume=False, overwrite=False):
@@ -87,7 +86,7 @@ def check_output(spec, resume=False, overwrite=False):
     if why:
         raise SpecError(f"output: cannot write in {parent} ({why}); choose a writable folder")
     entries = _entries(out)
-    has_run = holds_run(out)
+    has_run = holds_run(out, entries)
     if resume:
         check_resume(spec)
     elif has_run and not overwrite:
@@ -145,6 +144,11 @@ def check_resume(spec):
                             f"or start over with --overwrite")
 
 
+def _first_line(exc):
+    """An exception's first line (transformers' messages run to paragraphs)."""
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+
+
 def _check_metric(spec, task):
     """``train.metric`` must be one the task reports (when it can say so before scoring)."""
     names = task.reported_metrics()
@@ -173,8 +177,7 @@ def _tokenizer_and_config(spec, model_path, tok_path):
         config = AutoConfig.from_pretrained(model_path, local_files_only=offline(), revision=spec.encoder.revision,
                                             trust_remote_code=spec.encoder.trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
-        raise SpecError(f"{spec.path}: {key}: cannot load {name!r}: {first}") from exc
+        raise SpecError(f"{spec.path}: {key}: cannot load {name!r}: {_first_line(exc)}") from exc
     return tokenizer, config
 
 
@@ -250,22 +253,17 @@ def execute(spec, resume=False, overwrite=False):
 def load_encoder(hook, spec):
     """``(encoder, tokenizer)`` from the first plugin that serves ``spec.encoder``; a
     model that cannot be read is bad input (one line), not a traceback."""
-    from transformers.utils import logging as hf_logging
+    from .encoder import quiet_loading
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in run logs
     try:
-        loaded = hook.taskbert_load_encoder(spec=spec)
+        with quiet_loading():   # a plugin's loader too
+            loaded = hook.taskbert_load_encoder(spec=spec)
     except pickle.UnpicklingError as exc:   # torch's weights_only load refused a pickled object
         raise SpecError(f"encoder.model: refused {spec.encoder.model!r}: its pickled weights file holds "
                         f"objects other than tensors, and pickles from strangers run code; use a "
                         f"model.safetensors copy of the weights") from exc
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
-        raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {first}") from exc
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+        raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {_first_line(exc)}") from exc
     if loaded is None:
         raise SpecError(f"encoder.model: no plugin can load {spec.encoder.model!r}; use a Hugging "
                         f"Face id, a saved model folder or a packaged alias (minilm-l6)")
@@ -275,14 +273,14 @@ def load_encoder(hook, spec):
 def _check_steps(spec, n_rows):
     """An optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than the
     run never reaches the peak rate (said, not refused)."""
+    from .trainer import plan_steps
+
     t = spec.train
-    batches = math.ceil(n_rows / t.batch_size)
+    batches, _, total, warmup = plan_steps(t, n_rows)
     if t.grad_accum > batches:
         raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "
                         f"batches of an epoch ({n_rows} training rows, batch_size {t.batch_size}); an "
                         f"optimizer step needs grad_accum batches: lower it or train.batch_size")
-    total = t.max_steps or max(1, math.ceil(t.epochs * (batches // t.grad_accum)))
-    warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
     if warmup > total:
         print(f"warning: train.warmup: {warmup} steps is longer than the run's {total}; the learning "
               f"rate never reaches train.lr and does not decay", file=sys.stderr)

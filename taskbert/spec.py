@@ -174,7 +174,7 @@ def read_yaml(path):
 def load_spec(path, overrides=(), registries=None):
     """Read, override, check and resolve a spec file; return a frozen :class:`Spec`."""
     raw = read_yaml(path)
-    plain = copy.deepcopy(raw)
+    plain = copy.deepcopy(raw) if overrides else None   # to tell the file's errors from --set's
     for assignment in overrides:
         apply_override(raw, assignment)
     try:

@@ -41,6 +41,16 @@ def new_window():
     return {"loss": 0.0, "batches": 0, "samples": 0, "tokens": 0}
 
 
+
+def plan_steps(t, n_rows):
+    """``(batches, steps per epoch, total steps, warm-up steps)`` for the ``train:`` spec ``t``
+    over ``n_rows`` training rows (the README's "Steps" paragraph)."""
+    batches = math.ceil(n_rows / t.batch_size)
+    steps_per_epoch = max(1, batches // t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+    warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
+    return batches, steps_per_epoch, total, warmup
+
 class Trainer:
     """Trains ``model`` on the train rows, evaluates on validation, keeps the best.
 
@@ -79,11 +89,8 @@ class Trainer:
         apply_dropout_setting(model, t.dropout_masks, self.device)  # hashed masks on CPU
         keep_freed_memory()  # no page faults for re-allocated large blocks (glibc)
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
-        batches_per_epoch = math.ceil(len(self.lengths) / t.batch_size)
-        steps_per_epoch = max(1, batches_per_epoch // t.grad_accum)
+        _, steps_per_epoch, self.total_steps, warmup = plan_steps(t, len(self.lengths))
         self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
-        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-        warmup = int(t.warmup * self.total_steps) if t.warmup < 1 else int(t.warmup)
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
         if self.resume:

@@ -13,6 +13,7 @@ import types
 from taskbert import plugins as plugin_mod
 from taskbert.predict import load_run, predict_examples, read_inputs
 from taskbert.testing import check_task_class, run_spec
+from test_plugins import _with_entry_points  # a fake `taskbert` entry point, other groups real
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -26,25 +27,10 @@ def _readme_plugin_module():
     return module
 
 
-class _EntryPoint:
-    name, value = "my_tasks", "my_tasks"
-    dist = types.SimpleNamespace(name="my-tasks", version="0.1")
-
-    def __init__(self, module):
-        self.module = module
-
-    def load(self):
-        return self.module
-
-
 def test_readme_plugin_trains_predicts_and_writes_gold(monkeypatch, tmp_path, tiny_encoder, sentiment_data):
     module = _readme_plugin_module()
     check_task_class(module.MeanPool)
-    real = plugin_mod.metadata.entry_points   # importlib.metadata's own: other groups stay real
-    monkeypatch.setattr(plugin_mod.metadata, "entry_points",
-                        lambda **kw: [_EntryPoint(module)] if kw.get("group") == plugin_mod.ENTRY_POINT_GROUP
-                        else real(**kw))
-    plugin_mod.reset()
+    _with_entry_points(monkeypatch, my_tasks=module)   # as if pip-installed
     try:
         train, dev = sentiment_data
         spec = {"task": "mean_pool_classification", "encoder": {"model": tiny_encoder, "max_length": 32},
