@@ -77,15 +77,28 @@ def check_encoder(spec):
                 cfg = json.load(fh)
         except (OSError, ValueError) as exc:
             raise SpecError(f"encoder.model: {cfg_file} is not valid JSON: {exc}") from exc
-        limit = cfg.get("max_position_embeddings")
+        limit = token_positions(cfg)
         if isinstance(limit, int) and enc.max_length > limit:
             raise SpecError(
-                f"encoder.max_length: {enc.max_length} exceeds the model's {limit} positions; "
-                f"use a value from 8 to {limit}"
+                f"encoder.max_length: {enc.max_length} exceeds the {limit} tokens the model's "
+                f"positions hold; use a value from 8 to {limit}"
             )
     if not os.path.isdir(path) and offline():
         _check_cached("encoder.model", path, enc.revision)
     return path, check_tokenizer(spec, path)
+
+
+# Architectures whose position ids start after the pad id (RoBERTa's create_position_ids):
+# max_position_embeddings 514 holds 512 tokens.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def token_positions(cfg):
+    """How many tokens a row may hold, from a model's ``config.json`` dict (None if unknown)."""
+    limit = cfg.get("max_position_embeddings")
+    if isinstance(limit, int) and cfg.get("model_type") in OFFSET_POSITIONS:
+        limit -= (cfg.get("pad_token_id") or 0) + 1
+    return limit
 
 
 def check_tokenizer(spec, model_path=None):

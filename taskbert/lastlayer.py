@@ -49,13 +49,23 @@ class FirstTokenOutput(dict):
             raise AttributeError(name) from None
 
 
+# Architectures whose model forward is BERT's: embeddings (which make their own positions:
+# from 0 in BERT and ELECTRA, from padding_idx + 1 in the RoBERTa family), then a stack of
+# BertLayer-shaped layers over a bidirectional mask. Others (DistilBERT, ALBERT, DeBERTa,
+# MPNet, ModernBERT, ...) run whole: a look-alike module tree is not enough to be admitted.
+_ADMITTED = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
+
+
 def _parts(encoder):
-    """The pieces these paths need, or None when ``encoder`` is not BERT-shaped."""
+    """The pieces these paths need, or None when ``encoder`` is not one of the admitted
+    BERT-shaped architectures (``_ADMITTED``)."""
     config = getattr(encoder, "config", None)
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if config is None or not layers or getattr(config, "is_decoder", False) \
+    if config is None or not layers or getattr(config, "model_type", None) not in _ADMITTED \
+            or getattr(config, "is_decoder", False) \
             or getattr(config, "add_cross_attention", False) \
-            or getattr(config, "position_embedding_type", "absolute") != "absolute":
+            or getattr(config, "position_embedding_type", "absolute") != "absolute" \
+            or hasattr(encoder, "embeddings_project"):   # ELECTRA with embedding size != hidden
         return None
     last = layers[-1]
     try:
@@ -97,18 +107,29 @@ def shape_multiple(device):
 _COLUMNS = 8   # sequence and query-slot multiple while the stack is rounded (see shape_multiple)
 
 
-def _round_columns(config, multiple, *tensors):
-    """``(batch, seq)`` tensors (None passes through) with zero columns appended so that seq is
-    a multiple of ``_COLUMNS`` when ``multiple`` > 1 (attention's shapes: see
-    :func:`shape_multiple`), never past the model's positions. A zero in the attention mask
-    makes the new columns padding."""
+def _round_columns(config, multiple, input_ids, *tensors):
+    """``input_ids`` and other ``(batch, seq)`` tensors (None passes through) with columns
+    appended so that seq is a multiple of ``_COLUMNS`` when ``multiple`` > 1 (attention's
+    shapes: see :func:`shape_multiple`), never past the model's positions. The new ids are the
+    pad id (so position schemes that count real tokens, RoBERTa's, see padding there), the other
+    tensors get zeros: a zero in the attention mask makes the new columns padding."""
     if multiple == 1:
-        return tensors
-    seq = tensors[0].shape[1]
+        return (input_ids, *tensors)
+    seq = input_ids.shape[1]
     extra = -seq % _COLUMNS
-    if not extra or seq + extra > getattr(config, "max_position_embeddings", seq):
-        return tensors
-    return tuple(None if t is None else torch.nn.functional.pad(t, (0, extra)) for t in tensors)
+    if not extra or seq + extra > _positions(config):
+        return (input_ids, *tensors)
+    pad = getattr(config, "pad_token_id", None) or 0
+    return (torch.nn.functional.pad(input_ids, (0, extra), value=pad),
+            *(None if t is None else torch.nn.functional.pad(t, (0, extra)) for t in tensors))
+
+
+def _positions(config):
+    """How many tokens a row may hold: RoBERTa-style positions start after ``padding_idx``."""
+    total = getattr(config, "max_position_embeddings", 1 << 30)
+    if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+        total -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return total
 
 
 def _round_rows(x, multiple):
@@ -202,13 +223,11 @@ def _below_last(encoder, layers, config, input_ids, attention_mask, token_type_i
     from transformers.masking_utils import create_bidirectional_mask
 
     pack = _Packing(attention_mask, multiple)
-    if pack.dense:   # no padding: the usual (batch, seq) call
-        kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-    else:            # one (1, tokens) row; each token keeps its position in its own row
-        kwargs = {"input_ids": pack.packed(input_ids[..., None]).T, "position_ids": pack.cols[None],
-                  "token_type_ids": None if token_type_ids is None else pack.packed(token_type_ids[..., None]).T}
-    hidden = encoder.embeddings(**{k: v for k, v in kwargs.items() if v is not None})
-    hidden = hidden.reshape(-1, hidden.shape[-1])                     # (tokens, hidden)
+    # The embeddings run on the padded (batch, seq) batch, as in the stock model, so each
+    # architecture makes its own position ids (RoBERTa's count from padding_idx + 1); only
+    # the per-token work after them runs on the stack of real tokens.
+    kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+    hidden = pack.packed(encoder.embeddings(**{k: v for k, v in kwargs.items() if v is not None}))
     mask = create_bidirectional_mask(config=config, inputs_embeds=hidden.new_empty(*pack.shape, 1),
                                      attention_mask=attention_mask)
     for layer in layers[:-1]:
@@ -324,25 +343,43 @@ def encode_positions(encoder, input_ids, attention_mask, needed, token_type_ids=
     return _run_positions(*_parts(encoder), input_ids, attention_mask, token_type_ids, needed)
 
 
+def _check_batch(encoder, input_ids, attention_mask, token_type_ids):
+    """Three rows that exercise every part of a path: the batch's longest and shortest rows,
+    and the longest cut to half its real length with the rest padded (pad ids, mask 0), so
+    the check always sees padding, whatever the first batch holds."""
+    lengths = attention_mask.sum(dim=1)
+    long, short = int(lengths.argmax()), int(lengths.argmin())
+    ids, mask = input_ids[[long, short, long]].clone(), attention_mask[[long, short, long]].clone()
+    types = None if token_type_ids is None else token_type_ids[[long, short, long]].clone()
+    keep = max(1, int(lengths[long]) // 2)
+    cut = torch.arange(ids.shape[1], device=ids.device) >= keep
+    cut &= mask[2].bool()          # only real tokens become padding (left padding stays as is)
+    mask[2, cut] = 0
+    ids[2, cut] = getattr(encoder.config, "pad_token_id", None) or 0
+    if types is not None:
+        types[2, cut] = 0
+    return ids, mask, types
+
+
 def _agrees(parts, check):
-    """Compare the path with the full encoder on two rows, in eval mode (``check`` holds the
-    batch and, for :func:`encode_positions`, the mask; None means position 0)."""
+    """Compare the path with the full encoder in eval mode and fp32, on :func:`_check_batch`'s
+    rows of the first batch (``check`` holds the batch and, for :func:`encode_positions`, the
+    mask; None means position 0), at every real position they hold."""
     input_ids, attention_mask, token_type_ids, needed = check
     encoder = parts[0]
     was_training = encoder.training
-    rows = slice(0, 2)
-    tt = token_type_ids[rows] if token_type_ids is not None else None
     try:
+        ids, mask, tt = _check_batch(encoder, input_ids, attention_mask, token_type_ids)
         encoder.eval()
         # in fp32 even under autocast, so bf16 rounding cannot make the paths look different
         with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False):
-            full = encoder(input_ids=input_ids[rows], attention_mask=attention_mask[rows], token_type_ids=tt)
+            full = encoder(input_ids=ids, attention_mask=mask, token_type_ids=tt)
             if needed is None:
-                fast = _run_first(*parts, input_ids[rows], attention_mask[rows], tt)
+                fast = _run_first(*parts, ids, mask, tt)
                 want, got = full.last_hidden_state[:, :1], fast.last_hidden_state
-            else:   # every real position of the two rows, so the check cannot be empty
-                every = attention_mask[rows].bool()
-                fast = _run_positions(*parts, input_ids[rows], attention_mask[rows], tt, every)
+            else:   # every real position of the rows, so the check cannot be empty
+                every = mask.bool()
+                fast = _run_positions(*parts, ids, mask, tt, every)
                 want, got = full.last_hidden_state[every], fast.last_hidden_state[every]
         tol = 1e-4 if got.dtype == torch.float32 else 3e-2  # bf16/fp16 weights
         same = torch.allclose(want.float(), got.float(), atol=tol, rtol=10 * tol)

@@ -61,19 +61,32 @@ def make_tokenizer(words, folder=None, lowercase=True):
     return fast
 
 
-def make_tiny_encoder(folder, words, hidden=32, layers=2, heads=2, max_positions=128, seed=0):
-    """Save a tiny random BERT and its tokenizer in ``folder``; return the folder."""
+def make_tiny_encoder(folder, words, hidden=32, layers=2, heads=2, max_positions=128, seed=0,
+                      model_type="bert"):
+    """Save a tiny random encoder and its WordPiece tokenizer in ``folder``; return the folder.
+
+    ``model_type`` names another BERT-like architecture of transformers (``roberta``,
+    ``electra`` ...) built with the same sizes; RoBERTa-style models get
+    ``max_positions`` + ``pad id`` + 1 positions, as theirs count from after the pad id."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
     os.makedirs(folder, exist_ok=True)
     tokenizer = make_tokenizer(words, folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=hidden * 2,
-                        max_position_embeddings=max_positions, type_vocab_size=2,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(folder)
+    sizes = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                 num_attention_heads=heads, intermediate_size=hidden * 2,
+                 max_position_embeddings=max_positions, type_vocab_size=2,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if model_type == "bert":
+        BertModel(BertConfig(**sizes)).save_pretrained(folder)
+        return folder
+    pad = tokenizer.pad_token_id
+    if model_type in ("roberta", "xlm-roberta", "camembert"):
+        sizes["max_position_embeddings"] = max_positions + pad + 1
+    config = AutoConfig.for_model(model_type, pad_token_id=pad, bos_token_id=tokenizer.cls_token_id,
+                                  eos_token_id=tokenizer.sep_token_id, **sizes)
+    AutoModel.from_config(config).save_pretrained(folder)
     return folder
 
 

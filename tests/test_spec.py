@@ -95,7 +95,7 @@ def test_encoder_checks(tmp_path, tiny_encoder, sentiment_data):
     no_tok.mkdir()
     (no_tok / "config.json").write_text(open(os.path.join(tiny_encoder, "config.json")).read())
     cases = [
-        ({"model": tiny_encoder, "max_length": 4096}, "exceeds the model's 128 positions"),
+        ({"model": tiny_encoder, "max_length": 4096}, "exceeds the 128 tokens the model's positions hold"),
         ({"model": str(no_tok)}, "has no tokenizer"),
         ({"model": "./no/such/folder"}, "model folder not found"),
     ]
@@ -242,3 +242,17 @@ def test_seed_and_epochs_out_of_range_are_spec_errors(tmp_path, sentiment_data, 
     path = write(tmp_path, {"task": "sentence_classification", "data": {"train": train}, "train": {key: value}})
     with pytest.raises(SpecError, match=message):
         load_spec(path)
+
+
+def test_roberta_positions_hold_two_fewer_tokens(tmp_path, sentiment_data):
+    """RoBERTa-style positions start after the pad id: 130 positions (pad id 0) hold 129 tokens."""
+    from taskbert.testing import TINY_WORDS, make_tiny_encoder
+
+    train, _ = sentiment_data
+    encoder = make_tiny_encoder(str(tmp_path / "roberta"), TINY_WORDS, max_positions=129, model_type="roberta")
+    for length, code in ((129, 0), (130, 2)):
+        path = write(tmp_path, {"task": "sentence_classification", "data": {"train": train},
+                                "encoder": {"model": encoder, "max_length": length}})
+        result = CliRunner().invoke(cli, ["validate", path])
+        assert result.exit_code == code, result.output
+    assert "130 exceeds the 129 tokens the model's positions hold" in result.stderr

@@ -189,7 +189,7 @@ CASES = [
          task="extractive_qa"),
     # ------------------------------------------------------------------ the encoder
     Case("max-length-positions", "encoder", "max_length beyond the model's positions",
-         ("encoder.max_length", "4096 exceeds the model's 128 positions", "from 8 to 128"),
+         ("encoder.max_length", "4096 exceeds the 128 tokens the model's positions hold", "from 8 to 128"),
          spec={"encoder": {"max_length": 4096}}),
     Case("encoder-no-tokenizer", "encoder", "encoder folder without a tokenizer",
          ("encoder.model", "has no tokenizer", "set encoder.tokenizer"), setup="encoder_no_tokenizer"),
