@@ -15,7 +15,6 @@ from typing import Optional
 from torch import nn
 
 from taskbert import DataError, Task, hookimpl
-from taskbert.fastpath import encode_first_token
 from taskbert.task import softmax_list
 
 
@@ -223,12 +222,8 @@ class TextLabelTask(Task):
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         return ClassificationHead(cfg.hidden_size, len(self.labels), dropout)
 
-    def forward(self, encoder, head, batch):
-        # the head reads position 0 only: the encoder's last layer runs for that position
-        # alone (same outputs and gradients; see taskbert.fastpath)
-        out = encode_first_token(encoder, batch["input_ids"], batch["attention_mask"],
-                                 batch.get("token_type_ids"))
-        return head(out, batch)
+    def read_positions(self, batch, training):
+        return "first"   # the head reads [CLS] (and the pooler over it) only
 
     def loss(self, out, batch):
         return nn.functional.cross_entropy(out["logits"], batch["label"], ignore_index=-100)

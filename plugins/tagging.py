@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from taskbert import DataError, SpecError, Task, hookimpl
-from taskbert.lastlayer import encode_positions
 from taskbert_plugins.entities import (char_offsets, entity_scores, entity_spans,
                                        invalid_transitions, tag_problem)
 from taskbert_plugins.windows import word_windows
@@ -276,17 +275,7 @@ class TokenClassification(Task):
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         return TokenClassificationHead(cfg.hidden_size, len(self.labels), dropout)
 
-    def forward(self, encoder, head, batch):
-        needed = self.positions_needed(batch, encoder.training)
-        if needed is None:   # a bare (input_ids, attention_mask) batch: an export, every position
-            return super().forward(encoder, head, batch)
-        # the last layer runs only where the loss or the predictions read it (the same
-        # outputs and gradients there; see taskbert.lastlayer)
-        out = encode_positions(encoder, batch["input_ids"], batch["attention_mask"], needed,
-                               batch.get("token_type_ids"))
-        return head(out, batch)
-
-    def positions_needed(self, batch, training):
+    def read_positions(self, batch, training):
         """(batch, seq) bool: the tokens whose logits are read. Training reads the labelled
         ones; evaluation and prediction also those that make each owned word's prediction.
         None for a batch without labels or word slots (every position is then computed)."""

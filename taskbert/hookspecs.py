@@ -46,6 +46,13 @@ def taskbert_register_commands(cli):
     """Add subcommands to the ``taskbert`` click group ``cli``."""
 
 
+@hookspec
+def taskbert_check_spec(spec):
+    """Called by ``validate`` and ``run`` once the spec is read and its task is known, before
+    any data is read or weights load: raise ``SpecError`` for a problem this plugin can see
+    already (a setting of its own, an environment variable, a dependency it needs)."""
+
+
 @hookspec(firstresult=True)
 def taskbert_load_encoder(spec):
     """Return ``(encoder, tokenizer)`` for ``spec.encoder``, or None to pass.
@@ -64,6 +71,20 @@ def taskbert_claims_encoder(spec):
     firstresult. The core then skips its own checks of ``encoder.model`` before loading
     (a local folder with a config and tokenizer, offline: a hub id in the local cache) and
     the tokenizer-based task checks of ``taskbert validate``; the plugin's loader is the check.
+    """
+
+
+@hookspec
+def taskbert_prepare_model(model, device, phase):
+    """Called once a :class:`~taskbert.TaskModel` is on ``device`` and before its first batch.
+
+    ``phase`` is ``"train"`` (the trainer, before the optimizer is built) or ``"predict"``
+    (``predict``, ``serve``, ``export``'s parity sample: eval mode, no gradients). A plugin
+    may change how the model computes, never what it computes: swap modules for exact
+    equivalents, or set ``model.encoder_pass`` (a callable ``(encoder, batch, positions) ->
+    encoder output``; ``positions`` is what :meth:`Task.read_positions` returned), keeping
+    the pass it replaces for the cases it does not handle. Called after ``taskbert_load_encoder``
+    and before ``taskbert_train_start``.
     """
 
 

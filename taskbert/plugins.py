@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "taskbert_plugins.qa",
     "taskbert_plugins.features",
     "taskbert_plugins.pretraining",
+    "taskbert_cpu",              # speed on a CPU; TASKBERT_DISABLE_PLUGINS=taskbert_cpu turns it off
 )
 
 ENTRY_POINT_GROUP = "taskbert"

@@ -20,7 +20,7 @@ class LoadedModel:
     def __init__(self, folder, task, model, tokenizer, max_length, info):
         self.folder, self.task, self.model, self.tokenizer = folder, task, model, tokenizer
         self.max_length, self.info = max_length, info
-        self.packed = False   # predict_examples packs the linear weights on first use (CPU)
+        self.prepared = False   # plugins' taskbert_prepare_model runs on first use
 
 
 def find_model_folder(path):
@@ -124,10 +124,11 @@ def predict_examples(loaded, examples, batch_size=64):
 
     device = pick_device()
     loaded.model.to(device)
-    if device.type == "cpu" and not loaded.packed:   # weights packed once for oneDNN (taskbert.packed)
-        from .packed import pack_linear_weights
-        pack_linear_weights(loaded.model)
-        loaded.packed = True
+    if not loaded.prepared:
+        from .plugins import hook
+
+        hook().taskbert_prepare_model(model=loaded.model, device=device, phase="predict")
+        loaded.prepared = True
     rows = loaded.task.encode_all(examples, loaded.tokenizer, loaded.max_length)
     for i, row in enumerate(rows):
         row["feature_index"] = i

@@ -185,7 +185,9 @@ def prepare(spec):
     """Check the spec's task, encoder and data without loading weights."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
-    claimed = get_plugin_manager().hook.taskbert_claims_encoder(spec=spec)   # a plugin's own source
+    hook = get_plugin_manager().hook
+    hook.taskbert_check_spec(spec=spec)
+    claimed = hook.taskbert_claims_encoder(spec=spec)   # a plugin's own source
     model_path, tok_path = (None, None) if claimed else check_encoder(spec)
     _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():

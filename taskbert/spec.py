@@ -83,8 +83,6 @@ class TrainSpec:
     metric: Optional[str] = field(default=None, metadata={
         "help": "validation metric that picks the best model; the task's default if unset"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    dropout_masks: Literal["auto", "hash", "torch"] = field(default="auto", metadata={
-        "help": "hash: counter-based masks on all cores (CPU); torch: torch's generator; auto: hash on CPU"})
     threads: Optional[int] = field(default=None, metadata={"min": 1})
     loggers: tuple[str, ...] = ("console",)
 
@@ -192,8 +190,27 @@ def load_spec(path, overrides=(), registries=None):
         raise SpecError(f"{path} with {given}: {message}") from exc
 
 
+#: keys that left the spec: (section, key) -> (the old default, where the setting went). The
+#: old default is dropped quietly (an older run's resolved spec.yaml still loads for --resume
+#: and predict); any other value is refused with where the setting lives now.
+RETIRED = {("train", "dropout_masks"): (
+    "auto", "moved to the CPU speed plugin: set the environment variable TASKBERT_DROPOUT_MASKS "
+            "(auto, hash or torch) instead")}
+
+
+def _drop_retired(raw, path):
+    for (section, key), (default, moved) in RETIRED.items():
+        block = raw.get(section) if isinstance(raw, dict) else None
+        if isinstance(block, dict) and key in block:
+            if block[key] != default:
+                raise SpecError(f"{path}: {section}.{key}: {moved}")
+            raw = {**raw, section: {k: v for k, v in block.items() if k != key}}
+    return raw
+
+
 def spec_from_dict(raw, path="<spec>", registries=None):
     """Check a raw mapping as a spec; relative paths resolve against ``path``'s folder."""
+    raw = _drop_retired(raw, path)
     base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
     ctx = {"file": path, "base": base}
     spec = build(Spec, raw, "", ctx)

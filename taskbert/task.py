@@ -133,14 +133,19 @@ class Task:
         """Return the head ``nn.Module`` for this encoder (``encoder.config`` has sizes)."""
         raise NotImplementedError
 
+    def read_positions(self, batch, training):
+        """Which positions of the encoder's ``last_hidden_state`` the head reads in ``batch``:
+        None (any of them), ``"first"`` (position 0 only: a [CLS] head), or a ``(batch, seq)``
+        bool tensor. The head must read nothing else: a plugin's encoder pass (the CPU speed
+        plugin's) may compute the last layer only there and leave zeros elsewhere, and
+        ``pooler_output`` may then be None unless position 0 is read in every row."""
+        return None
+
     def forward(self, encoder, head, batch):
-        """Run encoder and head on a batch; return a dict of tensors."""
-        out = encoder(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch.get("token_type_ids"),
-        )
-        return head(out, batch)
+        """Run encoder and head on a batch; return a dict of tensors. Override only when the
+        encoder is not run once per batch and then the head (feature caches, pretraining);
+        otherwise :class:`TaskModel` runs its ``encoder_pass`` over :meth:`read_positions`."""
+        return head(whole_encoder(encoder, batch), batch)
 
     def loss(self, out, batch):
         """Scalar training loss from ``forward``'s output and the batch's labels."""
@@ -194,20 +199,34 @@ class Task:
         return metric.split("/")[-1] not in self.lower_is_better
 
 
+def whole_encoder(encoder, batch, positions=None):
+    """The stock encoder pass: every layer at every position (``positions`` is ignored)."""
+    return encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   token_type_ids=batch.get("token_type_ids"))
+
+
 class TaskModel(nn.Module):
-    """The pretrained encoder and a task head, run through the task's ``forward``."""
+    """The pretrained encoder and a task head: the encoder pass, then the head (or the task's
+    own ``forward`` when it overrides :meth:`Task.forward`).
+
+    ``encoder_pass`` is :func:`whole_encoder` unless a plugin's ``taskbert_prepare_model``
+    put an exact equivalent in its place (one that computes only the positions read)."""
 
     def __init__(self, task, encoder, head):
         super().__init__()
         self.task = task
         self.encoder = encoder
         self.head = head
+        self.encoder_pass = whole_encoder
         if not task.trainable_encoder():
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
 
     def forward(self, batch):
-        return self.task.forward(self.encoder, self.head, batch)
+        if type(self.task).forward is not Task.forward:   # a task that runs the encoder itself
+            return self.task.forward(self.encoder, self.head, batch)
+        positions = self.task.read_positions(batch, self.training)
+        return self.head(self.encoder_pass(self.encoder, batch, positions), batch)
 
 
 def masked_mean(values, mask):

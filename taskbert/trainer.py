@@ -27,7 +27,6 @@ from .checkpoint import rng_state, set_rng_state
 from .distributed import World
 from .inference import run_inference
 from .errors import RunError, SpecError
-from .fastpath import apply_dropout_setting, keep_freed_memory
 from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
@@ -86,8 +85,7 @@ class Trainer:
         """Run the whole schedule; return the final metrics of every evaluated split."""
         t = self.spec.train
         model = self.model.to(self.device)
-        apply_dropout_setting(model, t.dropout_masks, self.device)  # hashed masks on CPU
-        keep_freed_memory()  # no page faults for re-allocated large blocks (glibc)
+        self.hook.taskbert_prepare_model(model=model, device=self.device, phase="train")
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
         _, steps_per_epoch, self.total_steps, warmup = plan_steps(t, len(self.lengths))
         self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail

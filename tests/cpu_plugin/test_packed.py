@@ -1,10 +1,10 @@
-"""taskbert.packed: oneDNN-packed linear weights for prediction on a CPU."""
+"""taskbert_cpu.packed: oneDNN-packed linear weights for prediction on a CPU."""
 
 import pytest
 import torch
 from torch import nn
 
-from taskbert import packed
+from taskbert_cpu import packed
 
 
 def _model():

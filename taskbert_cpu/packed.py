@@ -3,10 +3,8 @@
 A weight that does not change between calls can be reordered once into the blocked layout
 oneDNN's matrix-multiply kernels read, instead of being packed again inside every call.
 :func:`pack_linear_weights` does that for a loaded model's ``nn.Linear`` layers (what
-``torch.compile``'s CPU "freezing" does too, without compiling anything). Measured on a
-2-core AMD EPYC: ``taskbert predict`` over 500 review snippets with MiniLM 3.46 s unpacked,
-3.18–3.28 s packed, the same 500 labels, probabilities within 1e-6. On a 2-core Xeon with AMX
-the two were within ±3% of each other (MKL's sgemm is as fast there).
+``torch.compile``'s CPU "freezing" does too, without compiling anything); figures are in
+``bench/README.md``.
 
 Prediction only (``taskbert predict``, ``serve``): a packed copy of a weight would go stale
 the moment training changed it, so every call with gradients enabled, another dtype or

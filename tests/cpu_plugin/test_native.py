@@ -1,12 +1,12 @@
-"""taskbert.native: the one-pass hashed dropout kernel gives the torch version's numbers."""
+"""taskbert_cpu.native: the one-pass hashed dropout kernel gives the torch version's numbers."""
 
 import shutil
 
 import pytest
 import torch
 
-from taskbert import fastpath as fp
-from taskbert import native
+from taskbert_cpu import dropout as fp
+from taskbert_cpu import native
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                     reason="no C compiler here: the torch version runs")
@@ -53,7 +53,7 @@ def test_kernel_gives_the_torch_versions_outputs_and_gradients(fresh, dtype, sha
 
 @needs_compiler
 def test_kernel_mask_is_the_hash_written_by_hand(fresh):
-    from tests.test_fastpath import _reference_mask
+    from tests.cpu_plugin.test_dropout import _reference_mask
 
     keys = [123456789, 2024]
     out = fp._apply_kernel(torch.ones(77), 0.3, keys)

@@ -1,7 +1,7 @@
 """The one-pass hashed dropout kernel (``hashdrop.c``), built on first use with the system C
 compiler and kept in ``$XDG_CACHE_HOME/taskbert/native`` (``~/.cache/taskbert/native``).
 
-Why C: the torch version of the mask (:func:`taskbert.fastpath.keep_mask`) is about fifteen
+Why C: the torch version of the mask (:func:`taskbert_cpu.dropout.keep_mask`) is about fifteen
 integer passes over memory, then a multiply; the kernel makes the same mask bit for bit in
 registers and applies it in the same pass, forward and backward (the backward recomputes the
 mask from its two keys, so nothing is saved for it). Why built here rather than at install:

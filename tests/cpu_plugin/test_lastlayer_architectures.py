@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from taskbert import lastlayer as ll
+from taskbert_cpu import lastlayer as ll
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
              vocab_size=60, max_position_embeddings=48, pad_token_id=1)

@@ -5,18 +5,15 @@ Two savings, both exact:
 * **No padding in per-token work.** Linear layers, layer norms, dropout and GELU treat every
   token alike, so they run on the stack of real tokens (``(tokens, hidden)``) instead of the
   padded ``(batch, seq, hidden)``; only attention sees the padded layout (its keys, queries
-  and values are scattered into it and its output gathered back). On length-sorted training
-  batches this saves little (96.5% of their tokens are real), on prediction batches of 64
-  more (500 review snippets in sorted batches of 64: 84% real): ``taskbert predict`` got
-  about 1.2x faster.
+  and values are scattered into it and its output gathered back). Length-sorted training
+  batches hold little padding, prediction batches more.
 * **The last layer only where it is read.** Every position of the last layer's output costs
   a query projection, attention, the attention output projection and the feed-forward block:
   about 10/12 of the layer's linear FLOPs; its keys and values are still needed at every
   token. :func:`encode_first_token` runs that part for position 0 only ([CLS]
   classification, sentence pairs; ``last_hidden_state`` is ``(batch, 1, hidden)``);
   :func:`encode_positions` for the positions of a ``(batch, seq)`` bool mask (a tagger
-  trains on each word's first subtoken: about 63% of the tokens of a WNUT-16 tweet;
-  ``last_hidden_state`` is ``(batch, seq, hidden)``, zeros where nothing was asked).
+  trains on each word's first subtoken; ``last_hidden_state`` is ``(batch, seq, hidden)``, zeros where nothing was asked).
 
 Query, key and value run as one product against their stacked weights (one GEMM three
 times as wide runs nearer the CPU's peak, forward and backward, and the stack is scattered
@@ -29,7 +26,8 @@ sees few distinct matrix shapes.
 Outputs and gradients at the positions asked for are those of the full encoder (in training
 the dropout masks have other shapes, so they are other draws of the same distribution). Each
 path is checked against the full encoder once per model, in eval mode and fp32, and an encoder
-it does not fit (not BERT-shaped, relative positions, a decoder) simply runs whole.
+it does not fit (not one of the admitted architectures, relative positions, a decoder)
+simply runs whole. Figures are in ``bench/README.md``.
 """
 
 import logging
@@ -91,8 +89,7 @@ def shape_multiple(device):
 
     oneDNN (bf16/fp16 autocast on a CPU) builds and caches a kernel for each new matrix shape;
     the stack of real tokens has a new length almost every batch, so each batch paid for new
-    kernels: bf16 training ran at 0.93x the Trainer's bf16 step, whose padded shapes repeat.
-    Rounding the stack up to a multiple of 64 (a few padding positions more, computed as the
+    kernels, while a padded step's shapes repeat. Rounding the stack up to a multiple of 64 (a few padding positions more, computed as the
     full encoder computes them, masked out of attention, never read) keeps the shapes few; so
     does padding the sequence (attention's keys) and the last layer's query slots to multiples
     of 8: with a few thousand (slots, keys) pairs the kernel cache (1,024 entries) thrashed.
@@ -188,10 +185,10 @@ def _projected_heads(attn, pack, hidden, names, multiple):
     ``(tokens, hidden)``, each as ``(batch, heads, seq, d)``. Plain linear layers run as one
     product against their stacked weights (one larger GEMM runs nearer a CPU's peak than
     three small ones, in the backward too; the scatter into the padded layout runs once).
-    Run one by one: layers with a forward of their own (``taskbert.packed``) or hooks of their
+    Run one by one: layers with a forward of their own (``taskbert_cpu.packed``) or hooks of their
     own (forward or backward; global hooks make the whole encoder run, :func:`_hooked`), other
     kinds of layer, and everything while the stack is rounded (CPU bf16: no faster there, and
-    oneDNN's kernels for the new shapes held about 100 MB more)."""
+    oneDNN's kernels for the new shapes took more memory)."""
     layers = [getattr(attn, name) for name in names]
     if multiple == 1 and all(
             type(f) is torch.nn.Linear and f.bias is not None and "forward" not in vars(f)

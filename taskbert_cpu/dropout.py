@@ -1,26 +1,16 @@
-"""Training fast paths that keep every result's meaning: measured costs, cut.
+"""Hashed dropout: the same Bernoulli keep masks as ``nn.Dropout``, drawn on every core.
 
-The costs measured in a MiniLM-L6 training step on a 2-core CPU (batch 32, about 27 tokens
-a row; ``bench/README.md`` has the figures):
-
-* **Dropout masks** took 9% of the step: torch's CPU ``bernoulli_`` draws from one
-  Mersenne-Twister stream on one core. :class:`HashDropout` draws the same Bernoulli(1 - p)
-  keep mask from a counter-based hash (``lowbias32`` of the element index, keyed by two
-  numbers drawn from torch's generator, two 16-bit uniforms per hash) computed as vectorised
-  int32 tensor ops on every core, and scales kept values by 1 / (1 - p) as ``nn.Dropout`` does.
-  Where a C compiler is at hand, :mod:`taskbert.native` builds a kernel that makes the same
-  mask in registers and applies it in one pass (forward and backward; the fifteen integer
-  passes of the torch version were most of its cost). The keys come from torch's
-  default generator, so ``torch.manual_seed`` and a checkpoint's RNG state still fix every
-  mask (exact resume holds). :func:`use_hash_dropout` swaps it in for every ``nn.Dropout``
-  of a model and for the dropout on attention probabilities (through a registered
-  ``transformers`` attention function that falls back to ``sdpa`` whenever no dropout is
-  drawn). Only on CPU: CUDA's dropout is already counter-based and fast.
-* **The last layer at a few positions** (:mod:`taskbert.lastlayer`): a [CLS] task reads
-  one position, a tagger trains on the first subtoken of each word; the last layer's query,
-  attention output and feed-forward run for those positions only.
-* **Freed memory** above 32 MB goes back to the kernel by default, so a re-allocated
-  gradient page-faults every step: :func:`keep_freed_memory` (8-9% of a step).
+torch's CPU ``bernoulli_`` draws from one Mersenne-Twister stream on one core, a visible
+share of a training step on a small CPU (``bench/README.md``). :class:`HashDropout` draws the
+keep mask from a counter-based hash instead (``lowbias32`` of the element index, keyed by two
+numbers drawn from torch's default generator, two 16-bit uniforms per hash) and scales kept
+values by 1 / (1 - p) as ``nn.Dropout`` does. Where a C compiler is at hand,
+:mod:`taskbert_cpu.native` builds a kernel that makes the same mask in registers and applies
+it in one pass, forward and backward. The keys come from torch's default generator, so
+``torch.manual_seed`` and a checkpoint's RNG state still fix every mask (exact resume holds).
+:func:`use_hash_dropout` swaps it in for every ``nn.Dropout`` of a model and for the dropout
+on attention probabilities (a registered ``transformers`` attention function that falls back
+to ``sdpa`` whenever no dropout is drawn).
 """
 
 import functools
@@ -33,7 +23,6 @@ from . import native
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------ hashed dropout
 _M1 = 0x7FEB352D
 _M2 = 0x846CA68B - (1 << 32)  # the same bits as an int32
 _INDEX = torch.arange(0, dtype=torch.int32)
@@ -117,7 +106,7 @@ def _apply_kernel(x, p, keys):
 class _NativeDropout(torch.autograd.Function):
     """Hashed dropout whose backward remakes the mask from the two keys (nothing saved); its
     backward is not differentiated again (for ``create_graph``, set
-    ``TASKBERT_NATIVE=0`` or ``train.dropout_masks: torch``)."""
+    ``TASKBERT_NATIVE=0`` or ``TASKBERT_DROPOUT_MASKS=torch``)."""
 
     @staticmethod
     def forward(ctx, x, p, keys):
@@ -187,42 +176,3 @@ def use_hash_dropout(model):
             except (ImportError, ValueError, AttributeError, TypeError) as exc:
                 log.info("hashed attention dropout not used: %s", exc)
     return swapped, attention
-
-
-MMAP_THRESHOLD = 256 << 20
-
-
-def keep_freed_memory():
-    """Let glibc's malloc reuse freed blocks of up to 256 MB instead of unmapping them.
-
-    By default glibc maps every block above 32 MB fresh and unmaps it on free, so a training
-    step that frees and re-allocates such blocks (the embedding table's gradient is 47 MB for
-    MiniLM) pays page faults and kernel zeroing each time: 8-9% of a MiniLM step on a 2-core
-    CPU, measured. Process-wide and idempotent; on Linux with glibc only, and not when the
-    user set ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` (their choice wins). Returns
-    whether it was applied."""
-    import ctypes
-    import os
-    import sys
-
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ \
-            or "GLIBC_TUNABLES" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3    # mallopt parameter numbers (malloc.h)
-        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and \
-            bool(libc.mallopt(m_trim_threshold, 2 * MMAP_THRESHOLD))
-    except (OSError, AttributeError):   # not glibc
-        return False
-
-
-def apply_dropout_setting(model, setting, device):
-    """``train.dropout_masks``: swap hashed dropout in for ``hash``, and for ``auto`` on CPU."""
-    if setting == "torch" or (setting == "auto" and device.type != "cpu"):
-        return
-    use_hash_dropout(model)
-
-
-# the encoder passes that run the last layer at a few positions live in lastlayer.py
-from .lastlayer import FirstTokenOutput, encode_first_token, encode_positions  # noqa: E402,F401

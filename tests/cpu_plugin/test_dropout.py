@@ -1,4 +1,4 @@
-"""taskbert.fastpath: hashed dropout masks and the first-token encoder pass."""
+"""taskbert_cpu.dropout: hashed dropout masks and the first-token encoder pass."""
 
 import sys
 
@@ -7,7 +7,9 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from taskbert import fastpath as fp
+from taskbert_cpu import dropout as fp
+from taskbert_cpu.lastlayer import encode_first_token
+from taskbert_cpu.memory import keep_freed_memory
 
 
 def _lowbias32(x):
@@ -136,7 +138,7 @@ def test_first_token_pass_matches_the_full_encoder_outputs_and_gradients():
     for model in (full_model, fast_model):
         model.eval()
     full = full_model(input_ids=ids, attention_mask=mask, token_type_ids=types)
-    fast = fp.encode_first_token(fast_model, ids, mask, types)
+    fast = encode_first_token(fast_model, ids, mask, types)
     assert fast_model._taskbert_first_token is True
     assert fast.last_hidden_state.shape == (4, 1, 32)
     assert torch.allclose(full.last_hidden_state[:, :1], fast.last_hidden_state, atol=1e-5)
@@ -153,7 +155,7 @@ def test_first_token_pass_is_kept_under_autocast():
     model = _tiny_bert().train()
     ids, mask, types = _batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fp.encode_first_token(model, ids, mask, types)
+        out = encode_first_token(model, ids, mask, types)
     assert model._taskbert_first_token is True and out.last_hidden_state.shape == (4, 1, 32)
     assert model.training   # the one-time check restores the mode
 
@@ -170,8 +172,8 @@ def test_keep_freed_memory_respects_the_users_malloc_settings(monkeypatch):
     monkeypatch.setattr("ctypes.CDLL", lambda name: FakeLibc())
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    assert fp.keep_freed_memory() is True
+    assert keep_freed_memory() is True
     assert calls == [(-3, 256 << 20), (-1, 512 << 20)]
     calls.clear()
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
-    assert fp.keep_freed_memory() is False and calls == []
+    assert keep_freed_memory() is False and calls == []
