@@ -5,7 +5,7 @@ The launcher starts one process per device and sets ``RANK``, ``WORLD_SIZE``,
 process group (NCCL on GPUs, gloo on CPUs). Without them every helper here is a no-op for
 one process, and a one-process run takes exactly the code path it always did.
 
-The semantics (README, "Multi-process and multi-node training"):
+The semantics (docs/reliability.md, "Multi-process and multi-node training"):
 
 * ``train.batch_size`` is the global batch. Every batch of the one-process schedule is
   dealt out row by row (rank r takes rows r, r+W, r+2W ... of it), so a spec makes the same

@@ -43,7 +43,7 @@ def new_window():
 
 def plan_steps(t, n_rows):
     """``(batches, steps per epoch, total steps, warm-up steps)`` for the ``train:`` spec ``t``
-    over ``n_rows`` training rows (the README's "Steps" paragraph)."""
+    over ``n_rows`` training rows (docs/spec.md, "How steps are counted")."""
     batches = math.ceil(n_rows / t.batch_size)
     steps_per_epoch = max(1, batches // t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))

@@ -1,6 +1,7 @@
-"""The README's "Writing a plugin" walk-through, run as written: docs cannot drift from code.
+"""The "Writing a plugin" walk-through of docs/plugins.md, run as written: docs cannot drift
+from code.
 
-The module under ``# my_tasks/__init__.py`` in README.md is executed, registered the way an
+The module under ``# my_tasks/__init__.py`` in docs/plugins.md is executed, registered the way an
 installed entry point is, trained on the tiny encoder, and used for ``taskbert predict`` on
 unlabelled texts (a walk-through whose ``encode`` only handled labelled examples once broke
 there)."""
@@ -15,15 +16,15 @@ from taskbert.predict import load_run, predict_examples, read_inputs
 from taskbert.testing import check_task_class, run_spec
 from test_plugins import _with_entry_points  # a fake `taskbert` entry point, other groups real
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+PLUGIN_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "plugins.md")
 
 
 def _readme_plugin_module():
-    text = open(README, encoding="utf-8").read()
+    text = open(PLUGIN_DOCS, encoding="utf-8").read()
     block = re.search(r"```python\n# my_tasks/__init__.py\n(.*?)```", text, re.S)
-    assert block, "README.md lost its plugin walk-through"
+    assert block, "docs/plugins.md lost its plugin walk-through"
     module = types.ModuleType("my_tasks")
-    exec(compile(block.group(1), "README.md:my_tasks", "exec"), module.__dict__)
+    exec(compile(block.group(1), "docs/plugins.md:my_tasks", "exec"), module.__dict__)
     return module
 
 

@@ -6,8 +6,8 @@ the bad value and what is allowed, with no traceback and nothing written to the 
 ``expect`` holds the parts of that line the test looks for, in the order where / the bad
 value / what is allowed (``{dir}`` is the case's folder).
 
-``python tests/bad_inputs/bad_input_cases.py`` prints the README table; a test checks that
-the README holds exactly that table.
+``python tests/bad_inputs/bad_input_cases.py`` prints the table of docs/reliability.md; a test
+checks that docs/reliability.md holds exactly that table.
 """
 
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ class Case:
 
     name: str                      # test id
     group: str                     # spec, data, encoder, output or resume
-    what: str                      # the bad input, for the README table
+    what: str                      # the bad input, for the docs table
     expect: tuple                  # substrings of the error line
     spec: dict = field(default_factory=dict)   # deep-merged into BASE (DROP deletes)
     spec_text: object = None       # the whole spec file (str or bytes) instead of BASE
@@ -236,7 +236,7 @@ CASES = [
 
 
 def markdown_table(cases=CASES):
-    """The README table of the cases: number, group, bad input, parts of the error line."""
+    """The docs/reliability.md table of the cases: number, group, bad input, parts of the error line."""
     lines = ["| # | kind | bad input | the one line on stderr names |", "|---|---|---|---|"]
     for i, case in enumerate(cases, 1):
         parts = " · ".join(f"`{p.replace('{dir}/', '').replace('{dir}', '.')}`" for p in case.expect)

@@ -1,6 +1,6 @@
 """Every case of the bad-input table: ``taskbert run`` exits 2 with one line on stderr
 naming the file and line or key, the bad value and what is allowed; no traceback; nothing
-written to (or changed in) the run folder. The README's table is this table."""
+written to (or changed in) the run folder. The table in docs/reliability.md is this table."""
 
 import hashlib
 import json
@@ -20,7 +20,7 @@ from taskbert.cli import cli  # noqa: E402
 from taskbert.plugins import registries  # noqa: E402
 from taskbert.testing import write_polarity_data  # noqa: E402
 
-README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+RELIABILITY_DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "reliability.md")
 
 
 def merge(base, changes):
@@ -227,8 +227,8 @@ def test_the_suite_has_at_least_30_distinct_cases():
 
 
 def test_readme_table_is_the_suite():
-    with open(README, encoding="utf-8") as fh:
+    with open(RELIABILITY_DOCS, encoding="utf-8") as fh:
         text = fh.read()
-    assert markdown_table() in text, "README bad-input table is stale: python tests/bad_inputs/bad_input_cases.py"
+    assert markdown_table() in text, "docs/reliability.md bad-input table is stale: python tests/bad_inputs/bad_input_cases.py"
     counts = re.findall(r"(\d+) bad-input cases", text)
     assert counts and all(int(n) == len(CASES) for n in counts), counts
