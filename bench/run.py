@@ -245,6 +245,26 @@ def _dump(res, path):
         json.dump(res, fh, indent=1)
 
 
+#: the line from which RESULTS.md is kept by hand (earlier runs, other measurements)
+HISTORY_MARKER = "# Earlier runs and other measurements"
+
+
+def write_results(path, text):
+    """Write this run's tables to ``path``, keeping the hand-kept part of the old file (from
+    ``HISTORY_MARKER`` on) below them; written to a temporary file, then renamed."""
+    kept = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            old = fh.read()
+        at = old.find("\n" + HISTORY_MARKER)
+        if at >= 0:
+            kept = "\n---\n" + old[at:]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n" + kept)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     """Parse options, run every configuration, write results.json and RESULTS.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -339,8 +359,7 @@ def main(argv=None):
     if os.path.exists(partial):
         os.remove(partial)
     if not args.no_markdown:
-        with open(os.path.join(args.out, "RESULTS.md"), "w", encoding="utf-8") as fh:
-            fh.write(markdown(res))
+        write_results(os.path.join(args.out, "RESULTS.md"), markdown(res))
     log(f"total {res['total_s'] / 60:.1f} min; wrote {args.out}/results.json"
         + ("" if args.no_markdown else " and RESULTS.md"))
 

@@ -1,7 +1,7 @@
 """Hashed dropout: the same Bernoulli keep masks as ``nn.Dropout``, drawn on every core.
 
 torch's CPU ``bernoulli_`` draws from one Mersenne-Twister stream on one core, a visible
-share of a training step on a small CPU (``bench/README.md``). :class:`HashDropout` draws the
+share of a training step on a small CPU (``bench/RESULTS.md``). :class:`HashDropout` draws the
 keep mask from a counter-based hash instead (``lowbias32`` of the element index, keyed by two
 numbers drawn from torch's default generator, two 16-bit uniforms per hash) and scales kept
 values by 1 / (1 - p) as ``nn.Dropout`` does. Where a C compiler is at hand,

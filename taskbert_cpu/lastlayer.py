@@ -27,7 +27,7 @@ Outputs and gradients at the positions asked for are those of the full encoder (
 the dropout masks have other shapes, so they are other draws of the same distribution). Each
 path is checked against the full encoder once per model, in eval mode and fp32, and an encoder
 it does not fit (not one of the admitted architectures, relative positions, a decoder)
-simply runs whole. Figures are in ``bench/README.md``.
+simply runs whole. Figures are in ``bench/RESULTS.md``.
 """
 
 import logging

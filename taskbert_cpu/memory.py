@@ -8,7 +8,7 @@ def keep_freed_memory():
 
     By default glibc maps every block above 32 MB fresh and unmaps it on free, so a training
     step that frees and re-allocates such blocks (the embedding table's gradient, for one)
-    pays page faults and kernel zeroing each time (``bench/README.md`` has the cost).
+    pays page faults and kernel zeroing each time (``bench/RESULTS.md`` has the cost).
     Process-wide and idempotent; on Linux with glibc only, and not when the user set
     ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` (their choice wins). Returns
     whether it was applied."""

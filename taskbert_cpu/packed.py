@@ -4,7 +4,7 @@ A weight that does not change between calls can be reordered once into the block
 oneDNN's matrix-multiply kernels read, instead of being packed again inside every call.
 :func:`pack_linear_weights` does that for a loaded model's ``nn.Linear`` layers (what
 ``torch.compile``'s CPU "freezing" does too, without compiling anything); figures are in
-``bench/README.md``.
+``bench/RESULTS.md``.
 
 Prediction only (``taskbert predict``, ``serve``): a packed copy of a weight would go stale
 the moment training changed it, so every call with gradients enabled, another dtype or

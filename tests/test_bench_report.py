@@ -66,3 +66,16 @@ def test_cpu_model_names_the_first_cpu_and_its_bf16_units(tmp_path):
     info.write_text("flags\t\t: avx512_bf16\n")
     assert cpu_model(str(info)) == "CPU (AVX-512 bf16)"
     assert cpu_model(str(tmp_path / "missing")) == "CPU"
+
+
+def test_a_new_run_keeps_the_hand_kept_history(tmp_path):
+    from bench.run import HISTORY_MARKER, write_results
+
+    path = tmp_path / "RESULTS.md"
+    write_results(str(path), "# Benchmark results\n\nfirst\n")
+    assert path.read_text() == "# Benchmark results\n\nfirst\n"          # nothing to keep yet
+    path.write_text(path.read_text() + f"\n---\n\n{HISTORY_MARKER}\n\nold figures\n")
+    write_results(str(path), "# Benchmark results\n\nsecond\n")
+    text = path.read_text()
+    assert text.startswith("# Benchmark results\n\nsecond\n") and "first" not in text
+    assert text.count(HISTORY_MARKER) == 1 and text.endswith("old figures\n")
