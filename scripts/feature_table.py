@@ -60,7 +60,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
     from taskbert.spec import load_spec
     from taskbert.task import TaskModel
     from taskbert.optim import build_optimizer, clipped_step, seed_everything
-    from taskbert_plugins import feature_cache as fc
+    from taskbert_plugins.features import cache as fc
 
     spec = load_spec(path, overrides)
     if spec.train.threads:

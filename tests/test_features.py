@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from taskbert import SpecError
-from taskbert_plugins import feature_cache as fc
-from taskbert_plugins.feature_heads import (LAYER_CHOICES, LayerCombiner, extract_batch, layer_indices,
+from taskbert_plugins.features import cache as fc
+from taskbert_plugins.features.heads import (LAYER_CHOICES, LayerCombiner, extract_batch, layer_indices,
                                             pool_units)
 from taskbert_plugins.features import extract_features
 
@@ -111,7 +111,7 @@ def test_subtoken_pooling_first_mean_last_by_hand():
 def test_tagging_units_follow_words_and_windows(tiny4):
     from transformers import AutoTokenizer
 
-    from taskbert_plugins.feature_tagging import FeatureTagging, FeatureTaggingOptions
+    from taskbert_plugins.features.tagging import FeatureTagging, FeatureTaggingOptions
 
     tok = AutoTokenizer.from_pretrained(tiny4)
     task = FeatureTagging(FeatureTaggingOptions(scheme="none"))

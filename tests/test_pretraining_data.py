@@ -14,9 +14,9 @@ import torch
 
 from taskbert.testing import make_tokenizer
 from taskbert_plugins.pretraining import Pretraining, PretrainingOptions
-from taskbert_plugins.pretraining_data import BuildConfig, build, open_shards
-from taskbert_plugins.pretraining_masking import choose_masks, vocab_tables
-from taskbert_plugins.pretraining_text import read_documents
+from taskbert_plugins.pretraining.data import BuildConfig, build, open_shards
+from taskbert_plugins.pretraining.masking import choose_masks, vocab_tables
+from taskbert_plugins.pretraining.text import read_documents
 from test_pretraining_text import LONG_WORDS, WORDS, documents, write_corpus
 
 

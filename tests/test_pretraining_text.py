@@ -9,7 +9,7 @@ import random
 import pytest
 
 from taskbert import DataError
-from taskbert_plugins.pretraining_text import (
+from taskbert_plugins.pretraining.text import (
     detect_layout, document_sentences, document_texts, read_documents, split_sentences)
 
 TOPICS = {

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from taskbert.cli import cli
 from taskbert.plugins import get_plugin_manager
-from taskbert_plugins.wordpiece import SPECIAL_TOKENS, train_wordpiece
+from taskbert_plugins.pretraining.wordpiece import SPECIAL_TOKENS, train_wordpiece
 from test_pretraining_text import documents, write_corpus
 
 TEXTS = ["the quick brown fox jumps over the lazy dog",

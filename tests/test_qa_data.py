@@ -7,7 +7,7 @@ import pytest
 from taskbert import DataError
 from taskbert.plugins import registries
 from taskbert_plugins.qa import ExtractiveQA, QAOptions
-from taskbert_plugins.squad import (exact_match, f1, f1_score, normalize_answer, read_squad,
+from taskbert_plugins.qa.squad import (exact_match, f1, f1_score, normalize_answer, read_squad,
                                     squad_metrics)
 
 
@@ -167,7 +167,7 @@ def test_example_spec_is_valid(tmp_path):
 
 def test_squad_is_impossible_must_be_a_boolean_and_a_bom_is_read(tmp_path):
     from taskbert import DataError
-    from taskbert_plugins.squad import read_squad
+    from taskbert_plugins.qa.squad import read_squad
 
     doc = {"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
         {"id": "a", "question": "Where?", "is_impossible": "false",

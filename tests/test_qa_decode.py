@@ -5,7 +5,7 @@ import pytest
 from taskbert import SpecError
 from taskbert.testing import make_tokenizer
 from taskbert_plugins.qa import ExtractiveQA, QAOptions
-from taskbert_plugins.qa_decode import (answer_token_span, decode_answer, encode_windows,
+from taskbert_plugins.qa.decode import (answer_token_span, decode_answer, encode_windows,
                                         window_candidates)
 
 # passage "aa bb cc dd ee ff": words at characters (0,2) (3,5) (6,8) (9,11) (12,14) (15,17)

@@ -9,9 +9,9 @@ import torch
 from taskbert import DataError, SpecError
 from taskbert.testing import make_tokenizer
 from taskbert_plugins.conll import read_conll, read_wordtag
-from taskbert_plugins.entities import entity_scores, entity_spans, invalid_transitions
+from taskbert_plugins.tagging.entities import entity_scores, entity_spans, invalid_transitions
 from taskbert_plugins.tagging import TaggingOptions, TokenClassification
-from taskbert_plugins.windows import word_windows
+from taskbert_plugins.tagging.windows import word_windows
 
 
 def write(path, text):
@@ -256,7 +256,7 @@ def test_truncation_counts_only_words_longer_than_a_window(tokenizer):
 
 def test_entity_scores_without_gold_entities_are_zero_and_quiet(recwarn):
     """No gold entity survives strict scoring: zeros, and no numpy warning on stderr."""
-    from taskbert_plugins.entities import entity_scores
+    from taskbert_plugins.tagging.entities import entity_scores
 
     scores = entity_scores([["O", "O"]], [["B-per", "O"]], "IOBES")
     assert scores == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "by_type": {}}

@@ -14,7 +14,7 @@ from typing import Optional
 
 from torch import nn
 
-from taskbert import DataError, Task, hookimpl
+from taskbert import DataError, Task
 from taskbert.task import softmax_list
 
 
@@ -305,8 +305,3 @@ class SentenceClassification(TextLabelTask):
                 row["token_type_ids"] = enc["token_type_ids"][i]
             rows.append(row)
         return rows
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    register(SentenceClassification)

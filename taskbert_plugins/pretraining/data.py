@@ -25,8 +25,8 @@ import numpy as np
 from taskbert import DataError
 from taskbert.checkpoint import temp_folder
 
-from .pretraining_masking import choose_masks
-from .pretraining_text import document_sentences, document_texts
+from .masking import choose_masks
+from .text import document_sentences, document_texts
 
 FORMAT_VERSION = 1
 INDEX_COLUMNS = ("offset", "length", "a_len", "nsp_label", "doc_a", "doc_b")

@@ -20,9 +20,13 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from taskbert import DataError, hookimpl
-from taskbert_plugins.classification import (ClassificationHead, TextLabelTask, label_text,
-                                             normalize_label_options)
+from taskbert import DataError
+from taskbert_plugins.classification import (
+    ClassificationHead,
+    TextLabelTask,
+    label_text,
+    normalize_label_options,
+)
 
 DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman")}
 
@@ -213,8 +217,3 @@ class SentencePair(TextLabelTask):
             return super().hf_config()
         return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "num_labels": 1,
                 "problem_type": "regression"}
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    register(SentencePair)

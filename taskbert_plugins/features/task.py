@@ -17,20 +17,24 @@ encoder in the task's ``forward``, through the same code that filled the cache.
 layout of google-research/bert ``extract_features.py``.
 """
 
-import json
-import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert import SpecError, hookimpl
-from taskbert import checkpoint as ckpt
 from taskbert.data import file_sha256
+from taskbert_plugins.classification import (
+    ClassificationOptions,
+    SentenceClassification,
+)
 
-from . import feature_cache as fc
-from .classification import ClassificationOptions, SentenceClassification
-from .feature_heads import LAYER_CHOICES, SentenceFeatureHead, extract_batch, layer_indices, pad_units
+from . import cache as fc
+from .heads import (
+    LAYER_CHOICES,
+    SentenceFeatureHead,
+    extract_batch,
+    layer_indices,
+    pad_units,
+)
 
 LayerChoice = Literal[LAYER_CHOICES]
 #: file written in the run folder: cache folders, extraction seconds, training seconds
@@ -190,118 +194,3 @@ class FeatureClassification(FeatureTask, SentenceClassification):
         dropout = self.head_dropout(cfg)
         return SentenceFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
                                    len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
-
-
-# --------------------------------------------------------------------------- hooks
-def _write_stats(trainer, stats):
-    ckpt.atomic_json(os.path.join(trainer.run_dir, STATS_FILE), stats)
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    """``feature_classification``, and ``feature_tagging`` when the tagging plugin is there."""
-    register(FeatureClassification)
-    try:
-        from .feature_tagging import FeatureTagging
-    except ModuleNotFoundError as exc:   # the tagging plugin is not in this install
-        if exc.name != "taskbert_plugins.tagging":
-            raise
-    else:
-        register(FeatureTagging)
-
-
-@hookimpl
-def taskbert_train_start(trainer):
-    """Fill or reuse the feature caches before the first step, so that no epoch runs the
-    encoder; count any encoder call made during training (there should be none)."""
-    task = trainer.task
-    if not isinstance(task, FeatureTask):
-        return
-    encoder = trainer.model.encoder
-    splits = task.attach_features(trainer.spec, encoder, trainer.tokenizer, trainer.rows, trainer.device)
-    calls = [0]
-    handle = encoder.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    task._training = {"t0": time.perf_counter(), "calls": calls, "handle": handle,
-                      "stats": {"layers": task.options.layers, "layer_ids": task.layer_ids, "splits": splits}}
-    _write_stats(trainer, task._training["stats"])
-
-
-@hookimpl
-def taskbert_train_end(trainer, metrics):
-    """Record the time spent training heads on cached features and the encoder calls."""
-    state = getattr(trainer.task, "_training", None)
-    if not isinstance(trainer.task, FeatureTask) or state is None:
-        return
-    state["handle"].remove()
-    stats = dict(state["stats"], train_seconds=round(time.perf_counter() - state["t0"], 3),
-                 encoder_calls_during_training=state["calls"][0], steps=trainer.step)
-    weights = trainer.model.head.combiner.layer_weights()
-    if weights is not None:
-        stats["scalar_mix"] = {"weights": [round(w, 4) for w in weights],
-                               "gamma": round(trainer.model.head.combiner.gamma.item(), 4)}
-    _write_stats(trainer, stats)
-    trainer.task._training = None
-
-
-@hookimpl
-def taskbert_register_commands(cli):
-    """``taskbert extract SPEC``."""
-    import click
-
-    from taskbert.cli import SET_HELP, friendly
-
-    @cli.command()
-    @click.argument("spec_file", type=click.Path(dir_okay=False))
-    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-    @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "validation", "test"]),
-                  help="only this split (repeatable; default: every split the spec names)")
-    @click.option("--jsonl", "jsonl_dir", type=click.Path(file_okay=False),
-                  help="also write DIR/<split>.jsonl in the layout of google-research/bert extract_features.py")
-    @friendly
-    def extract(spec_file, overrides, splits, jsonl_dir):
-        """Compute a feature task's frozen-encoder features once and keep them in the cache."""
-        result = extract_features(spec_file, overrides, splits, jsonl_dir,
-                                  log=lambda msg: click.echo(msg, err=True))
-        click.echo(json.dumps(result, indent=2))
-
-
-def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=None):
-    """What ``taskbert extract`` does: check the spec, load the encoder, fill (or reuse)
-    the cache of each split, optionally export JSONL; return per-split statistics."""
-    import torch
-
-    from taskbert.data import encode_split
-    from taskbert.plugins import get_plugin_manager, registries
-    from taskbert.run import prepare
-    from taskbert.spec import load_spec
-    from taskbert.optim import pick_device
-
-    spec = load_spec(spec_file, overrides)
-    task_cls = registries().tasks.get(spec.task)
-    if not issubclass(task_cls, FeatureTask):
-        names = [n for n in registries().tasks.names() if issubclass(registries().tasks.get(n), FeatureTask)]
-        raise SpecError(f"{spec.path}: task: {spec.task!r} has no frozen features to extract; "
-                        f"use one of: {', '.join(names)}")
-    available = spec.data.splits()
-    for split in splits:
-        if split not in available:
-            raise SpecError(f"--split {split}: the spec sets no data.{split}; it has: {', '.join(available)}")
-    prepared = prepare(spec)
-    task = prepared.task
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
-    encoder, tokenizer = get_plugin_manager().hook.taskbert_load_encoder(spec=spec)
-    task.configure(encoder)
-    device = pick_device()
-    encoder.to(device)
-    rows = {s: encode_split(task, prepared.examples[s], tokenizer, spec.encoder.max_length)
-            for s in (splits or available)}
-    stats = {}
-    for split, (store, seconds) in task.feature_stores(spec, encoder, tokenizer, rows, device, log).items():
-        stats[split] = store_stats(split, store, seconds, log)
-        if jsonl_dir:
-            path = os.path.join(jsonl_dir, f"{split}.jsonl")
-            fc.export_jsonl(path, store, rows[split], prepared.examples[split], task.unit_names,
-                            task.layer_ids, task.num_layers)
-            stats[split]["jsonl"] = path
-    return stats

@@ -1,7 +1,7 @@
 """``extractive_qa``: the answer to a question as a span of its passage (SQuAD v1.1/v2.0).
 
 Each question and its passage become one or more windows ``[CLS] question [SEP] passage
-piece [SEP]`` (see :mod:`taskbert_plugins.qa_decode` for the window knobs). The head is
+piece [SEP]`` (see :mod:`taskbert_plugins.qa.decode` for the window knobs). The head is
 ``BertForQuestionAnswering``'s: one linear layer giving a start and an end logit per token,
 with logits outside the passage masked (position 0, [CLS], is the "no answer" choice), so
 ``best/`` loads with ``AutoModelForQuestionAnswering``. Training targets the first gold
@@ -9,7 +9,7 @@ answer; windows that do not hold it target [CLS]. Decoding pools the n-best span
 window and maps them back to character offsets in the passage.
 
 This module also registers the ``squad`` reader and the ``squad_exact_match`` /
-``squad_f1`` metrics (:mod:`taskbert_plugins.squad`).
+``squad_f1`` metrics (:mod:`taskbert_plugins.qa.squad`).
 """
 
 from dataclasses import dataclass, field
@@ -17,9 +17,11 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from taskbert import DataError, Task, hookimpl
-from taskbert_plugins import qa_decode, squad
+from taskbert import DataError, Task
 from taskbert_plugins.classification import is_blank
+
+from . import decode as qa_decode
+from . import squad
 
 MAX_LISTED = 100   # answer mismatches listed one per line by validate; the rest are counted
 
@@ -235,19 +237,3 @@ class ExtractiveQA(Task):
 
     def load_state_dict(self, state):
         self.allow_no_answer = state.get("allow_no_answer", self.allow_no_answer)
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    register(ExtractiveQA)
-
-
-@hookimpl
-def taskbert_register_readers(register):
-    register("squad", squad.read_squad)
-
-
-@hookimpl
-def taskbert_register_metrics(register):
-    register("squad_exact_match", squad.exact_match)
-    register("squad_f1", squad.f1)

@@ -14,7 +14,7 @@ import click
 
 from taskbert import DataError, SpecError
 
-from .pretraining_text import read_documents
+from .text import read_documents
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -51,7 +51,7 @@ def corpus_lines(paths, layout="auto", limit=None):
 
 def vocab_folder(cache_dir, paths, limit, scratch, layout):
     """Where a vocabulary for these files and settings is kept (a content hash)."""
-    from .pretraining_data import _file_sha
+    from .data import _file_sha
 
     key = json.dumps({"files": [_file_sha(p) for p in paths], "limit": limit, "layout": layout,
                       "vocab_size": scratch.vocab_size, "min_frequency": scratch.min_frequency,
@@ -114,8 +114,8 @@ def scratch_encoder(spec, tokenizer):
 @click.option("--limit", type=click.IntRange(min=1), help="only the first N documents of each file")
 def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit):
     """Train a WordPiece vocabulary on text FILES and save a tokenizer folder."""
-    from taskbert.cli import friendly
     from taskbert.checkpoint import new_temp_folder, swap_in
+    from taskbert.cli import friendly
 
     @friendly
     def run():

@@ -14,9 +14,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .feature_heads import TagFeatureHead
-from .features import FeatureOptions, FeatureTask
-from .tagging import TaggingOptions, TokenClassification
+from taskbert_plugins.tagging import TaggingOptions, TokenClassification
+
+from .heads import TagFeatureHead
+from .task import FeatureOptions, FeatureTask
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from taskbert import checkpoint as ckpt
 from taskbert.batching import collate, eval_batches
 from taskbert.data import file_sha256
 
-from .feature_heads import extract_batch
+from .heads import extract_batch
 
 CACHE_FORMAT = 1
 FILES = ("features.npy", "offsets.npy")

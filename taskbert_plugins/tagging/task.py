@@ -8,7 +8,7 @@ subtokens at all (a zero-width space, a control character) is fed to the model a
 tokenizer's unknown token, so it keeps its place, gets a tag, and is reported.
 
 Sentences longer than ``encoder.max_length`` become overlapping windows of whole words
-(``taskbert_plugins.windows.word_windows``); each word is trained and predicted once, in
+(``taskbert_plugins.tagging.windows.word_windows``); each word is trained and predicted once, in
 the window where it has the most context on both sides.
 
 The head is ``BertForTokenClassification``'s (dropout, ``classifier``), so ``best/`` loads
@@ -23,10 +23,16 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from taskbert import DataError, SpecError, Task, hookimpl
-from taskbert_plugins.entities import (char_offsets, entity_scores, entity_spans,
-                                       invalid_transitions, tag_problem)
-from taskbert_plugins.windows import word_windows
+from taskbert import DataError, SpecError, Task
+
+from .entities import (
+    char_offsets,
+    entity_scores,
+    entity_spans,
+    invalid_transitions,
+    tag_problem,
+)
+from .windows import word_windows
 
 
 @dataclass(frozen=True)
@@ -385,8 +391,3 @@ class TokenClassification(Task):
         return {"id2label": {str(i): t for i, t in enumerate(self.labels)},
                 "label2id": {t: i for i, t in enumerate(self.labels)},
                 "num_labels": len(self.labels)}
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    register(TokenClassification)

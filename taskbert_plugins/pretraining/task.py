@@ -25,12 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskbert import DataError, SpecError, Task, hookimpl
+from taskbert import DataError, SpecError, Task
 
-from .pretraining_data import BuildConfig, build, open_shards, tokenized_documents
-from .pretraining_masking import apply_masks, choose_masks, vocab_tables
-from .pretraining_text import read_documents
-from .wordpiece import scratch_encoder, scratch_tokenizer, vocab_command
+from .data import BuildConfig, build, open_shards, tokenized_documents
+from .masking import apply_masks, choose_masks, vocab_tables
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,10 @@ class PretrainingHead(nn.Module):
     bias is ``cls.predictions.bias``."""
 
     def __init__(self, config, nsp, embeddings):
-        from transformers.models.bert.modeling_bert import BertOnlyMLMHead, BertPreTrainingHeads
+        from transformers.models.bert.modeling_bert import (
+            BertOnlyMLMHead,
+            BertPreTrainingHeads,
+        )
 
         super().__init__()
         self.nsp = nsp
@@ -329,52 +330,3 @@ class Pretraining(Task):
         if pairs:
             metrics["nsp_accuracy"] = sum(p["nsp_correct"] for p in predictions) / pairs
         return metrics
-
-
-@hookimpl
-def taskbert_register_tasks(register):
-    register(Pretraining)
-
-
-@hookimpl
-def taskbert_register_readers(register):
-    register("documents", read_documents)
-
-
-@hookimpl
-def taskbert_register_commands(cli):
-    cli.add_command(vocab_command)
-
-
-@hookimpl
-def taskbert_claims_encoder(spec):
-    """From scratch, ``encoder.model`` is not read: this plugin builds the encoder."""
-    options = spec.options
-    return True if isinstance(options, PretrainingOptions) and options.scratch is not None else None
-
-
-@hookimpl
-def taskbert_load_encoder(spec):
-    """A fresh BERT and a trained WordPiece tokenizer when ``task_options.scratch`` is set;
-    None otherwise (the built-in loader then loads ``encoder.model``)."""
-    options = spec.options
-    if not isinstance(options, PretrainingOptions) or options.scratch is None:
-        return None
-    tokenizer = scratch_tokenizer(spec, options.cache_dir or default_cache_dir())
-    return scratch_encoder(spec, tokenizer), tokenizer
-
-
-@hookimpl
-def taskbert_train_start(trainer):
-    """Evaluate before the first step so the starting perplexity is on record (step 0)."""
-    task = trainer.task
-    if not isinstance(task, Pretraining) or not task.options.eval_before_training \
-            or trainer.step or "validation" not in trainer.rows:
-        return
-    world = getattr(trainer, "world", None)
-    if world is not None and world.enabled:
-        return   # this hook runs on the main process only; evaluation needs every rank
-    _, metrics = trainer.evaluate("validation")
-    trainer.model.train()
-    metrics.update(epoch=0, step=0)
-    trainer._record(metrics)   # metrics.jsonl and the logger hook, like every evaluation
