@@ -1,20 +1,56 @@
 """taskbert: fine-tune a pretrained BERT-style encoder for any NLP task from a YAML spec.
 
-Public API: ``hookimpl`` (to write plugins), ``registries()`` (the tasks, readers, metrics
-and loggers every plugin registered, e.g. ``registries().metrics.get(name)``), ``Task`` and
-``TaskModel`` (to write tasks), the spec types, and the errors.
+This module is the public API: what a plugin (the built-in ones included) may import. A
+test (``tests/plugin_api/test_public_api.py``) fails when a built-in plugin imports anything
+else from ``taskbert`` but :mod:`taskbert.testing`, the testing kit.
+
+* writing plugins: ``hookimpl``, ``registries()`` (tasks, readers, metrics and loggers every
+  plugin registered), ``get_plugin_manager()``;
+* writing tasks: ``Task``, ``NoOptions``, ``TaskModel``, ``whole_encoder``, ``softmax_list``,
+  ``masked_mean``;
+* specs and errors: ``load_spec``, ``Spec`` and its parts, ``TaskbertError`` and its kinds;
+* running parts of a run from a plugin's own command: ``prepare`` (check a spec, read its
+  data), ``load_encoder``, ``encode_split``, ``pick_device``, ``check_encoder``,
+  ``check_tokenizer``, ``load_tokenizer``, ``collate``, ``eval_batches``, ``friendly`` and
+  ``SET_HELP`` (click commands with one-line errors and ``--set``);
+* files that are complete or absent: ``atomic_write``, ``atomic_json``, ``new_temp_folder``,
+  ``temp_folder``, ``swap_in``, ``file_sha256``.
+
+The names of the last two groups load their modules on first use, so ``import taskbert``
+stays light.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
 from .errors import DataError, RunError, SpecError, TaskbertError, UnknownNameError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .plugins import registries  # noqa: E402
+from .plugins import get_plugin_manager, registries  # noqa: E402
 from .spec import DataSpec, EncoderSpec, Spec, TrainSpec, load_spec  # noqa: E402
-from .task import NoOptions, Task, TaskModel  # noqa: E402
+from .task import NoOptions, Task, TaskModel, masked_mean, softmax_list, whole_encoder  # noqa: E402
+
+#: public names whose module is imported on first use: name -> module
+_LAZY = {
+    "prepare": "run", "load_encoder": "run", "encode_split": "data", "file_sha256": "data",
+    "pick_device": "optim", "check_encoder": "encoder", "check_tokenizer": "encoder",
+    "load_tokenizer": "encoder", "collate": "batching", "eval_batches": "batching",
+    "friendly": "cli", "SET_HELP": "cli", "atomic_write": "checkpoint", "atomic_json": "checkpoint",
+    "new_temp_folder": "checkpoint", "temp_folder": "checkpoint", "swap_in": "checkpoint",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'taskbert' has no attribute {name!r}")
+
 
 __all__ = [
-    "hookimpl", "registries", "Task", "TaskModel", "NoOptions", "Spec", "EncoderSpec", "DataSpec",
-    "TrainSpec", "load_spec", "TaskbertError", "SpecError", "DataError", "UnknownNameError",
-    "RunError", "__version__",
+    "hookimpl", "registries", "get_plugin_manager", "Task", "TaskModel", "NoOptions", "whole_encoder",
+    "softmax_list", "masked_mean", "Spec", "EncoderSpec", "DataSpec", "TrainSpec", "load_spec",
+    "TaskbertError", "SpecError", "DataError", "UnknownNameError", "RunError", "__version__",
+    *_LAZY,
 ]

@@ -252,11 +252,12 @@ def execute(spec, resume=False, overwrite=False):
     return final
 
 
-def load_encoder(hook, spec):
+def load_encoder(spec, hook=None):
     """``(encoder, tokenizer)`` from the first plugin that serves ``spec.encoder``; a
     model that cannot be read is bad input (one line), not a traceback."""
     from .encoder import quiet_loading
 
+    hook = hook or get_plugin_manager().hook
     try:
         with quiet_loading():   # a plugin's loader too
             loaded = hook.taskbert_load_encoder(spec=spec)
@@ -298,7 +299,7 @@ def _train(spec, prepared, world, resume, overwrite):
     task, examples = prepared.task, prepared.examples
     hook = get_plugin_manager().hook
     seed_everything(spec.train.seed)
-    encoder, tokenizer = load_encoder(hook, spec)
+    encoder, tokenizer = load_encoder(spec, hook)
     head = task.build_head(encoder)
     model = TaskModel(task, encoder, head)
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)

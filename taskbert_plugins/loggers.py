@@ -19,7 +19,7 @@ import weakref
 
 from tqdm.auto import tqdm
 
-from taskbert import SpecError, hookimpl
+from taskbert import SpecError, hookimpl, registries
 
 # trainer -> the logger objects of its run; weak, so a finished trainer frees them
 _ACTIVE = weakref.WeakKeyDictionary()
@@ -137,7 +137,6 @@ def taskbert_register_loggers(register):
 def taskbert_train_start(trainer):
     """Make the loggers named in ``train.loggers`` (names were checked with the spec); first,
     so what another plugin records at the start (pretraining's step-0 evaluation) is logged."""
-    from taskbert.plugins import registries
 
     table = registries().loggers
     _ACTIVE[trainer] = [table.get(name, where="train.loggers")(trainer)

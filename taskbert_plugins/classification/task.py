@@ -14,8 +14,7 @@ from typing import Optional
 
 from torch import nn
 
-from taskbert import DataError, Task
-from taskbert.task import softmax_list
+from taskbert import DataError, Task, registries, softmax_list
 
 
 def label_text(value):
@@ -247,7 +246,6 @@ class TextLabelTask(Task):
 
     def reported_metrics(self):
         """``task_options.metrics``, each looked up now so a misspelt one fails before training."""
-        from taskbert.plugins import registries
 
         names = self._metric_names()
         for name in names:
@@ -255,7 +253,6 @@ class TextLabelTask(Task):
         return names
 
     def score(self, predictions, examples):
-        from taskbert.plugins import registries
 
         metrics = registries().metrics
         golds = [ex["label"] for ex in examples]

@@ -6,8 +6,7 @@ The package is the plugin: its hooks are here, its code in the modules beside th
 import os
 import time
 
-from taskbert import checkpoint as ckpt
-from taskbert import hookimpl
+from taskbert import atomic_json, hookimpl
 
 from .extract import add_extract_command, extract_features  # noqa: F401
 from .tagging import FeatureTagging
@@ -21,7 +20,7 @@ from .task import (  # noqa: F401
 
 
 def _write_stats(trainer, stats):
-    ckpt.atomic_json(os.path.join(trainer.run_dir, STATS_FILE), stats)
+    atomic_json(os.path.join(trainer.run_dir, STATS_FILE), stats)
 
 
 @hookimpl

@@ -19,9 +19,7 @@ import time
 import numpy as np
 import torch
 
-from taskbert import checkpoint as ckpt
-from taskbert.batching import collate, eval_batches
-from taskbert.data import file_sha256
+from taskbert import collate, eval_batches, file_sha256, new_temp_folder, swap_in
 
 from .heads import extract_batch
 
@@ -138,7 +136,7 @@ def build_store(folder, key, encoder, rows, layer_ids, pooling, batch_size, pad_
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     shape = (int(offsets[-1]), len(layer_ids), hidden)
-    tmp = ckpt.new_temp_folder(folder)
+    tmp = new_temp_folder(folder)
     try:
         t0 = time.perf_counter()
         feats = np.lib.format.open_memmap(os.path.join(tmp, "features.npy"), mode="w+",
@@ -156,7 +154,7 @@ def build_store(folder, key, encoder, rows, layer_ids, pooling, batch_size, pad_
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
-        ckpt.swap_in(tmp, folder)
+        swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

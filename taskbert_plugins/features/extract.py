@@ -13,7 +13,7 @@ def add_extract_command(cli):
     """``taskbert extract SPEC``."""
     import click
 
-    from taskbert.cli import SET_HELP, friendly
+    from taskbert import SET_HELP, friendly
 
     @cli.command()
     @click.argument("spec_file", type=click.Path(dir_okay=False))
@@ -35,11 +35,14 @@ def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=Non
     the cache of each split, optionally export JSONL; return per-split statistics."""
     import torch
 
-    from taskbert.data import encode_split
-    from taskbert.optim import pick_device
-    from taskbert.plugins import get_plugin_manager, registries
-    from taskbert.run import prepare
-    from taskbert.spec import load_spec
+    from taskbert import (
+        encode_split,
+        load_encoder,
+        load_spec,
+        pick_device,
+        prepare,
+        registries,
+    )
 
     spec = load_spec(spec_file, overrides)
     task_cls = registries().tasks.get(spec.task)
@@ -55,7 +58,7 @@ def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=Non
     task = prepared.task
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
-    encoder, tokenizer = get_plugin_manager().hook.taskbert_load_encoder(spec=spec)
+    encoder, tokenizer = load_encoder(spec)
     task.configure(encoder)
     device = pick_device()
     encoder.to(device)

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert.data import file_sha256
+from taskbert import check_encoder, file_sha256
 from taskbert_plugins.classification import (
     ClassificationOptions,
     SentenceClassification,
@@ -104,7 +104,6 @@ class FeatureTask:
     # ------------------------------------------------------------------ cache
     def cache_key(self, spec, split, rows, fingerprints):
         """Everything the cached values depend on; any change gives a new cache folder."""
-        from taskbert.encoder import check_encoder
 
         path = spec.data.splits()[split]
         return {

@@ -20,7 +20,7 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from taskbert import DataError
+from taskbert import DataError, registries
 from taskbert_plugins.classification import (
     ClassificationHead,
     TextLabelTask,
@@ -191,7 +191,6 @@ class SentencePair(TextLabelTask):
         return list(self.metric_names)
 
     def score(self, predictions, examples):
-        from taskbert.plugins import registries
 
         metrics = registries().metrics
         key = "score" if self.regression else "label"

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taskbert import DataError
-from taskbert.checkpoint import temp_folder
+from taskbert import DataError, file_sha256, temp_folder
 
 from .masking import choose_masks
 from .text import document_sentences, document_texts
@@ -55,7 +54,6 @@ _SHA = {}
 
 
 def _file_sha(path):
-    from taskbert.data import file_sha256
 
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)

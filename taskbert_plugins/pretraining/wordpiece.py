@@ -65,7 +65,7 @@ def scratch_tokenizer(spec, cache_dir):
     else a vocabulary trained on ``data.train`` (once; reused from ``cache_dir``)."""
     from transformers import AutoTokenizer
 
-    from taskbert.encoder import check_tokenizer, load_tokenizer
+    from taskbert import check_tokenizer, load_tokenizer
 
     if spec.encoder.tokenizer:
         return load_tokenizer(check_tokenizer(spec), spec.encoder)
@@ -77,7 +77,7 @@ def scratch_tokenizer(spec, cache_dir):
         tokenizer = train_wordpiece(corpus_lines([spec.data.train], layout, limit), scratch.vocab_size,
                                     scratch.min_frequency, scratch.lowercase,
                                     model_max_length=scratch.max_positions)
-        from taskbert.checkpoint import new_temp_folder, swap_in
+        from taskbert import new_temp_folder, swap_in
 
         tmp = new_temp_folder(folder)
         tokenizer.save_pretrained(tmp)
@@ -114,8 +114,7 @@ def scratch_encoder(spec, tokenizer):
 @click.option("--limit", type=click.IntRange(min=1), help="only the first N documents of each file")
 def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit):
     """Train a WordPiece vocabulary on text FILES and save a tokenizer folder."""
-    from taskbert.checkpoint import new_temp_folder, swap_in
-    from taskbert.cli import friendly
+    from taskbert import friendly, new_temp_folder, swap_in
 
     @friendly
     def run():
