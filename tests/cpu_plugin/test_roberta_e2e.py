@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from taskbert.cli import cli
 from taskbert.testing import TINY_WORDS, make_tiny_encoder, run_spec, tiny_classification_spec, write_polarity_data
-from tests.test_tagging_e2e import FILLER, LOC, PER, write_conll
+from tests.tasks.test_tagging_e2e import FILLER, LOC, PER, write_conll
 
 
 def _read(path):

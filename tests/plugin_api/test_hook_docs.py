@@ -5,7 +5,7 @@ import os
 
 from taskbert import hookspecs
 
-PLUGIN_DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "plugins.md")
+PLUGIN_DOCS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "plugins.md")
 
 
 def test_every_hook_documented_with_signature():

@@ -152,7 +152,7 @@ def test_example_spec_is_valid(tmp_path):
     from taskbert.spec import load_spec
     from taskbert.testing import make_tiny_encoder
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "task_specs", "qa-squad-example.yaml")
+    path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "task_specs", "qa-squad-example.yaml")
     spec = load_spec(path)
     assert spec.options.window_overlap_tokens == 128 and spec.encoder.max_length == 384
     (tmp_path / "dev.json").write_text(json.dumps(SQUAD))

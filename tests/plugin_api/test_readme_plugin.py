@@ -16,7 +16,7 @@ from taskbert.predict import load_run, predict_examples, read_inputs
 from taskbert.testing import check_task_class, run_spec
 from test_plugins import _with_entry_points  # a fake `taskbert` entry point, other groups real
 
-PLUGIN_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "plugins.md")
+PLUGIN_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "plugins.md")
 
 
 def _readme_plugin_module():

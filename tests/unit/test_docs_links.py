@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")   # [text](target) and ![alt](target)
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)                  # links in code blocks are code
 INLINE_CODE = re.compile(r"`[^`\n]*`")
