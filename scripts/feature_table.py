@@ -68,7 +68,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
     task, examples = (p := prepare(spec)).task, p.examples
     seed_everything(spec.train.seed)
     encoder, tokenizer = get_plugin_manager().hook.taskbert_load_encoder(spec=spec)
-    model = TaskModel(task, encoder, task.build_head(encoder))
+    model = TaskModel(encoder, task.build_head(encoder), train_encoder=task.trainable_encoder())
     rows = encode_split(task, examples["train"], tokenizer, spec.encoder.max_length)
     pad_id = tokenizer.pad_token_id or 0
     t = spec.train
@@ -89,7 +89,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
             for epoch in range(epochs):   # the trainer's step: forward, loss, backward, clip, step
                 for idx in train_batches(lengths, t.batch_size, t.seed, epoch):
                     batch = collate([rows[i] for i in idx], pad_id, task.pad_fields)
-                    loss = task.loss(model(batch), batch)
+                    loss = model(batch)["loss"]
                     loss.backward()
                     if t.max_grad_norm:
                         clipped_step(optimizer, t.max_grad_norm)

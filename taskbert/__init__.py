@@ -6,8 +6,8 @@ else from ``taskbert`` but :mod:`taskbert.testing`, the testing kit.
 
 * writing plugins: ``hookimpl``, ``registries()`` (tasks, readers, metrics and loggers every
   plugin registered), ``get_plugin_manager()``;
-* writing tasks: ``Task``, ``NoOptions``, ``TaskModel``, ``whole_encoder``, ``softmax_list``,
-  ``masked_mean``;
+* writing tasks: ``Task`` (the data side), ``Head`` (the model side), ``NoOptions``,
+  ``TaskModel``, ``whole_encoder``, ``softmax_list``, ``masked_mean``;
 * specs and errors: ``load_spec``, ``Spec`` and its parts, ``TaskbertError`` and its kinds;
 * running parts of a run from a plugin's own command: ``prepare`` (check a spec, read its
   data), ``load_encoder``, ``encode_split``, ``pick_device``, ``check_encoder``,
@@ -25,6 +25,7 @@ import importlib
 __version__ = "0.1.0"
 
 from .errors import DataError, RunError, SpecError, TaskbertError, UnknownNameError  # noqa: E402
+from .head import Head  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .plugins import get_plugin_manager, registries  # noqa: E402
 from .spec import DataSpec, EncoderSpec, Spec, TrainSpec, load_spec  # noqa: E402
@@ -49,7 +50,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "hookimpl", "registries", "get_plugin_manager", "Task", "TaskModel", "NoOptions", "whole_encoder",
+    "hookimpl", "registries", "get_plugin_manager", "Task", "Head", "TaskModel", "NoOptions", "whole_encoder",
     "softmax_list", "masked_mean", "Spec", "EncoderSpec", "DataSpec", "TrainSpec", "load_spec",
     "TaskbertError", "SpecError", "DataError", "UnknownNameError", "RunError", "__version__",
     *_LAZY,

@@ -82,7 +82,7 @@ def taskbert_prepare_model(model, device, phase):
     (``predict``, ``serve``, ``export``'s parity sample: eval mode, no gradients). A plugin
     may change how the model computes, never what it computes: swap modules for exact
     equivalents, or set ``model.encoder_pass`` (a callable ``(encoder, batch, positions) ->
-    encoder output``; ``positions`` is what :meth:`Task.read_positions` returned), keeping
+    encoder output``; ``positions`` is what :meth:`Head.read_positions` returned), keeping
     the pass it replaces for the cases it does not handle. Called after ``taskbert_load_encoder``
     and before ``taskbert_train_start``.
     """

@@ -22,13 +22,11 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                         disable=None if world is None or world.is_main else True):
-            batch = to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields), device)
+            batch = task.prepare_batch(to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields),
+                                                     device), training=False)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = model(batch)
-                try:
-                    loss = task.loss(out, batch)
-                except (KeyError, TypeError):
-                    loss = None
+            loss = out.get("loss")   # the head's, when the rows carry labels
             if loss is not None and torch.isfinite(loss):
                 total_loss += loss.item() * len(idx)
                 n_loss += len(idx)

@@ -54,7 +54,7 @@ def load_run(path):
     encoder = load_model(folder)
     tokenizer = load_tokenizer(folder)
     head = task.build_head(encoder)
-    model = TaskModel(task, encoder, head)
+    model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     ckpt.load_head_state(folder, head, info.get("encoder_prefix", "bert"))
     ckpt.load_encoder_state(folder, model)
     model.eval()

@@ -301,7 +301,7 @@ def _train(spec, prepared, world, resume, overwrite):
     seed_everything(spec.train.seed)
     encoder, tokenizer = load_encoder(spec, hook)
     head = task.build_head(encoder)
-    model = TaskModel(task, encoder, head)
+    model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
             for split, exs in examples.items()}
     _check_steps(spec, len(rows["train"]))   # before the run folder is touched

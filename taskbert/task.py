@@ -1,5 +1,5 @@
-"""The Task base class: what a task plugin implements, and the model that joins
-a pretrained encoder to a task's head.
+"""The Task base class (the data side of a task) and the model that joins a pretrained
+encoder to a task's head (:class:`taskbert.Head`, the model side).
 
 The core moves tensors and files; a task says what they mean. Subclass :class:`Task`,
 give it a ``name`` and an ``Options`` dataclass, and register it through the
@@ -7,8 +7,8 @@ give it a ``name`` and an ``Options`` dataclass, and register it through the
 
     record (dict from a reader) --example_from_record--> example
     example --encode--> feature rows (one or more windows, lists of token ids)
-    rows --(core: bucket, pad, collate)--> batch --forward--> head output
-    head output --loss--> scalar          (training)
+    rows --(core: bucket, pad, collate)--> batch --prepare_batch--> model input
+    TaskModel(encoder, head)(batch) --> head output, with "loss" when labelled (training)
     head output --collect--> per-row results --decode--> one prediction per example
     predictions + examples --score--> metrics
 """
@@ -18,6 +18,8 @@ from typing import ClassVar, Optional
 
 import torch
 from torch import nn
+
+from .errors import RunError
 
 
 @dataclass(frozen=True)
@@ -130,26 +132,15 @@ class Task:
 
     # ---------------------------------------------------------------- model
     def build_head(self, encoder):
-        """Return the head ``nn.Module`` for this encoder (``encoder.config`` has sizes)."""
+        """Return the :class:`taskbert.Head` for this encoder (``encoder.config`` has sizes)."""
         raise NotImplementedError
 
-    def read_positions(self, batch, training):
-        """Which positions of the encoder's ``last_hidden_state`` the head reads in ``batch``:
-        None (any of them), ``"first"`` (position 0 only: a [CLS] head), or a ``(batch, seq)``
-        bool tensor. The head must read nothing else: a plugin's encoder pass (the CPU speed
-        plugin's) may compute the last layer only there and leave zeros elsewhere, and
-        ``pooler_output`` may then be None unless position 0 is read in every row."""
-        return None
-
-    def forward(self, encoder, head, batch):
-        """Run encoder and head on a batch; return a dict of tensors. Override only when the
-        encoder is not run once per batch and then the head (feature caches, pretraining);
-        otherwise :class:`TaskModel` runs its ``encoder_pass`` over :meth:`read_positions`."""
-        return head(whole_encoder(encoder, batch), batch)
-
-    def loss(self, out, batch):
-        """Scalar training loss from ``forward``'s output and the batch's labels."""
-        raise NotImplementedError
+    def prepare_batch(self, batch, training):
+        """The model's input from a collated batch on its device, just before the model runs
+        (training, evaluation and prediction alike): the default returns it as it is. A task
+        whose inputs depend on the step, such as masked LM's masks, makes them here, so the
+        model itself is a plain ``TaskModel(encoder, head)``."""
+        return batch
 
     def reported_metrics(self):
         """The names ``score`` will report (``loss`` is always there too), or None when they
@@ -161,6 +152,17 @@ class Task:
     def trainable_encoder(self):
         """False keeps the encoder frozen (feature-based use)."""
         return True
+
+    # ------------------------------------------------------------- lifecycle
+    def on_train_start(self, trainer):
+        """Called on the main process before the first optimizer step of ``taskbert run``
+        (after a resume is applied and the plugins' ``taskbert_train_start``, so the loggers
+        exist): fill caches, log a starting evaluation with ``trainer.record(metrics)``. The
+        default does nothing."""
+
+    def on_train_end(self, trainer, metrics):
+        """Called after the final evaluation with the final record, before the plugins'
+        ``taskbert_train_end``: write the task's own files into ``trainer.run_dir``."""
 
     # -------------------------------------------------------------- outputs
     def collect(self, out, batch):
@@ -206,27 +208,37 @@ def whole_encoder(encoder, batch, positions=None):
 
 
 class TaskModel(nn.Module):
-    """The pretrained encoder and a task head: the encoder pass, then the head (or the task's
-    own ``forward`` when it overrides :meth:`Task.forward`).
+    """The pretrained encoder and a task head (:class:`taskbert.Head`): the encoder pass,
+    then the head; ``TaskModel(encoder, head)(batch)`` returns the head's dict (with
+    ``"loss"`` when the batch holds labels). ``train_encoder=False`` freezes the encoder.
 
     ``encoder_pass`` is :func:`whole_encoder` unless a plugin's ``taskbert_prepare_model``
     put an exact equivalent in its place (one that computes only the positions read)."""
 
-    def __init__(self, task, encoder, head):
+    def __init__(self, encoder, head, train_encoder=True):
         super().__init__()
-        self.task = task
         self.encoder = encoder
         self.head = head
         self.encoder_pass = whole_encoder
-        if not task.trainable_encoder():
+        if not train_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
 
     def forward(self, batch):
-        if type(self.task).forward is not Task.forward:   # a task that runs the encoder itself
-            return self.task.forward(self.encoder, self.head, batch)
-        positions = self.task.read_positions(batch, self.training)
-        return self.head(self.encoder_pass(self.encoder, batch, positions), batch)
+        if self.head.run_encoder is not None:   # a head that reads the encoder its own way
+            out = self.head.run_encoder(self.encoder, batch)
+        else:
+            out = self.encoder_pass(self.encoder, batch, self.head.read_positions(batch, self.training))
+        return self.head(out, batch)
+
+
+def batch_loss(out, batch):
+    """The scalar loss of a head's output dict; one clear error when the head gave none."""
+    loss = out.get("loss") if isinstance(out, dict) else None
+    if loss is None:
+        raise RunError("the task's head returned no 'loss' for a labelled batch: a head computes "
+                       "its loss in forward when the batch holds labels (docs/plugins.md)")
+    return loss
 
 
 def masked_mean(values, mask):

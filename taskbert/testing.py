@@ -144,7 +144,10 @@ def check_task_class(cls):
     assert cls.description, f"{cls.__name__}.description is empty (taskbert tasks and init show it)"
     assert dataclasses.is_dataclass(cls.Options), f"{cls.__name__}.Options must be a dataclass"
     describe(cls.Options)  # every field type must be one the spec checker understands
-    for method in ("example_from_record", "encode", "build_head", "loss", "collect", "decode"):
+    if getattr(cls, "loss", None) is not None or getattr(cls, "forward", None) is not None:
+        raise AssertionError(f"{cls.__name__} defines loss or forward: the head computes the loss "
+                             f"in its forward (a taskbert.Head), and Task.prepare_batch shapes inputs")
+    for method in ("example_from_record", "encode", "build_head", "collect", "decode"):
         if getattr(cls, method) is getattr(Task, method) and not (
                 method == "encode" and cls.encode_all is not Task.encode_all):
             raise AssertionError(f"{cls.__name__} must override Task.{method}")

@@ -28,6 +28,7 @@ from .distributed import World
 from .inference import run_inference
 from .errors import RunError, SpecError
 from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
+from .task import batch_loss
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -101,7 +102,8 @@ class Trainer:
                 print(f"precision: auto trains in {str(self.amp_dtype).removeprefix('torch.')} autocast on "
                       f"this {self.device.type} (it has native support); train.precision: fp32 turns "
                       f"it off", file=sys.stderr)
-            self.hook.taskbert_train_start(trainer=self)
+            self.hook.taskbert_train_start(trainer=self)   # the loggers are made here
+            self.task.on_train_start(self)
         self.bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
                         dynamic_ncols=True, disable=None if self.world.is_main else True)
         self.stop = self.stop or self.step >= self.total_steps
@@ -130,7 +132,7 @@ class Trainer:
         self.model.eval()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            loss = self.task.loss(self.model(batch), batch)
+            loss = batch_loss(self.model(self.task.prepare_batch(batch, training=False)), batch)
         loss.backward()
         self.model.train()
 
@@ -140,13 +142,13 @@ class Trainer:
         mine = self.world.shard(ids)
         # a rank left without rows still runs one, weighted 0, so DDP's all-reduce matches
         rows = [self.rows["train"][i] for i in (mine or ids[:1])]
-        batch = to_device(collate(rows, self.pad_id, self.task.pad_fields), self.device)
+        batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, self.task.pad_fields), self.device),
+                                        training=True)
         weight = len(mine) * self.world.world / len(ids)  # exactly 1.0 for one process
         with self.world.no_sync(self.train_model, sync):
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                out = self.train_model(batch)
-                loss = self.task.loss(out, batch)   # scalar, mean over this rank's rows
+                loss = batch_loss(self.train_model(batch), batch)   # scalar, mean over this rank's rows
             ((loss if weight == 1 else loss * weight) / t.grad_accum).backward()
         value = loss.item() if mine else 0.0
         tokens = int(batch["attention_mask"].sum()) if mine else 0
@@ -233,7 +235,7 @@ class Trainer:
         _, metrics = self.evaluate("validation")
         self.train_model.train()
         metrics.update(epoch=self.epoch + 1, step=self.step)
-        self._record(metrics)
+        self.record(metrics)
         if self.metric_key not in metrics:
             known = ", ".join(k for k in metrics if k.startswith("validation/"))
             raise RunError(f"train.metric: {self.metric!r} is not computed by task "
@@ -266,7 +268,7 @@ class Trainer:
             "tokens_per_s": w["tokens"] / elapsed,
         }
         self.bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-        self._record(metrics)
+        self.record(metrics)
         self.window = new_window()
         self._t0 = time.perf_counter()
 
@@ -274,7 +276,7 @@ class Trainer:
         if self.world.is_main:
             tqdm.write(text)
 
-    def _record(self, metrics):
+    def record(self, metrics):
         """Append to ``metrics.jsonl`` (flushed per line) and call the logger hook; only
         the main process writes, every process keeps the history."""
         self.history.append(metrics)
@@ -358,7 +360,8 @@ class Trainer:
             ckpt.atomic_write(os.path.join(self.run_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
         if final:
             final.update(step=self.step, best_step=self.best_step, final=True)
-            self._record(final)
+            self.record(final)
         if self.world.is_main:
+            self.task.on_train_end(self, final)
             self.hook.taskbert_train_end(trainer=self, metrics=final)
         return final

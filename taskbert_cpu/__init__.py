@@ -11,7 +11,7 @@ One hook, ``taskbert_prepare_model``:
   every core, with a C kernel from :mod:`.native` where a compiler is at hand), glibc's
   malloc kept from unmapping freed blocks (:mod:`.memory`), and the partial last layer below;
 * both phases: ``model.encoder_pass`` runs the last layer only at the positions the task's
-  :meth:`~taskbert.Task.read_positions` names, on the real tokens only (:mod:`.lastlayer`;
+  :meth:`~taskbert.Head.read_positions` names, on the real tokens only (:mod:`.lastlayer`;
   an encoder it does not fit runs whole);
 * ``phase="predict"``: linear weights packed once for oneDNN (:mod:`.packed`).
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 from torch import nn
 
-from taskbert import DataError, Task, registries, softmax_list
+from taskbert import DataError, Head, Task, registries, softmax_list
 
 
 def label_text(value):
@@ -106,19 +106,31 @@ class ClassificationOptions:
         normalize_label_options(self)
 
 
-class ClassificationHead(nn.Module):
-    """Dropout and a linear layer over the pooled [CLS] vector."""
+class ClassificationHead(Head):
+    """Dropout and a linear layer over the pooled [CLS] vector; cross-entropy on
+    ``batch["label"]`` (-100: no label), or with ``regression`` one output and MSE."""
 
-    def __init__(self, hidden_size, num_labels, dropout):
+    def __init__(self, hidden_size, num_labels, dropout, regression=False):
         super().__init__()
+        self.regression = regression
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def read_positions(self, batch, training):
+        return "first"   # [CLS] (and the pooler over it) only
 
     def forward(self, encoder_out, batch):
         pooled = getattr(encoder_out, "pooler_output", None)
         if pooled is None:
             pooled = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
-        return {"logits": self.classifier(self.dropout(pooled))}   # (batch, labels)
+        logits = self.classifier(self.dropout(pooled))     # (batch, labels)
+        out = {"logits": logits}
+        if "label" in batch:
+            if self.regression:
+                out["loss"] = nn.functional.mse_loss(logits.squeeze(-1).float(), batch["label"].float())
+            else:
+                out["loss"] = nn.functional.cross_entropy(logits, batch["label"], ignore_index=-100)
+        return out
 
 
 class TextLabelTask(Task):
@@ -220,12 +232,6 @@ class TextLabelTask(Task):
         if dropout is None:
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         return ClassificationHead(cfg.hidden_size, len(self.labels), dropout)
-
-    def read_positions(self, batch, training):
-        return "first"   # the head reads [CLS] (and the pooler over it) only
-
-    def loss(self, out, batch):
-        return nn.functional.cross_entropy(out["logits"], batch["label"], ignore_index=-100)
 
     def collect(self, out, batch):
         return softmax_list(out["logits"])

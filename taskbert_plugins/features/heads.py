@@ -14,7 +14,8 @@ output, ``num_layers`` the last layer.
 import torch
 from torch import nn
 
-from taskbert import SpecError
+from taskbert import Head, SpecError
+from taskbert_plugins.tagging.head import tag_loss
 
 #: the layer choices of ``task_options.layers`` (the rows of the paper's Table 7, plus two)
 LAYER_CHOICES = ("embeddings", "last", "second_to_last", "sum_last_four", "concat_last_four",
@@ -135,7 +136,39 @@ def pad_units(features, device=None):
     return padded, mask
 
 
-class SentenceFeatureHead(nn.Module):
+class FeatureHead(Head):
+    """Base of the feature heads: they read frozen-encoder features, not the encoder's usual
+    output. ``run_encoder`` gives the batch's cached ``features`` or, for rows without them
+    (prediction), extracts the same features on the fly; ``forward`` pads them per unit and
+    hands ``(features (batch, units, layers, dim), mask (batch, units))`` to :meth:`logits`.
+    ``layer_ids`` and ``pooling`` are set by the task when it builds the head."""
+
+    layer_ids = None
+    pooling = "first"
+
+    def run_encoder(self, encoder, batch):
+        features = batch.get("features")
+        if features is None:   # not cached (prediction): the same extraction, on the fly
+            features = extract_batch(encoder, batch, self.layer_ids, self.pooling)
+        return features
+
+    def forward(self, features, batch):
+        x, mask = pad_units(features, batch["input_ids"].device)   # (batch, units, layers, hidden)
+        out = self.logits(x, mask)
+        loss = self.loss(out["logits"], batch)
+        if loss is not None:
+            out["loss"] = loss
+        return out
+
+    def logits(self, features, mask):
+        raise NotImplementedError
+
+    def loss(self, logits, batch):
+        """The loss when ``batch`` holds the labels, else None."""
+        raise NotImplementedError
+
+
+class SentenceFeatureHead(FeatureHead):
     """Layer combination, dropout, then a linear layer or a small MLP (one hidden layer)."""
 
     def __init__(self, choice, num_cached, hidden, num_labels, kind="linear", mlp_hidden=256, dropout=0.1):
@@ -149,11 +182,16 @@ class SentenceFeatureHead(nn.Module):
         else:
             self.classifier = nn.Linear(size, num_labels)
 
-    def forward(self, features, mask):   # (batch, 1, layers, dim) -> logits (batch, labels)
+    def logits(self, features, mask):   # (batch, 1, layers, dim) -> logits (batch, labels)
         return {"logits": self.classifier(self.dropout(self.combiner(features[:, 0])))}
 
+    def loss(self, logits, batch):
+        if "label" not in batch:
+            return None
+        return nn.functional.cross_entropy(logits, batch["label"], ignore_index=-100)
 
-class TagFeatureHead(nn.Module):
+
+class TagFeatureHead(FeatureHead):
     """Layer combination, dropout, an optional two-layer BiLSTM (as the paper used on
     CoNLL NER), then a linear layer per word."""
 
@@ -170,7 +208,7 @@ class TagFeatureHead(nn.Module):
             size = 2 * lstm_hidden
         self.classifier = nn.Linear(size, num_labels)
 
-    def forward(self, features, mask):   # (batch, words, layers, dim) -> logits (batch, words, labels)
+    def logits(self, features, mask):   # (batch, words, layers, dim) -> logits (batch, words, labels)
         x = self.dropout(self.combiner(features))   # (batch, words, size)
         if self.lstm is not None:
             lengths = mask.sum(1).clamp(min=1).cpu()
@@ -179,3 +217,8 @@ class TagFeatureHead(nn.Module):
             x, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             x = self.dropout(x)
         return {"logits": self.classifier(x)}
+
+    def loss(self, logits, batch):
+        if "word_labels" not in batch:
+            return None
+        return tag_loss(logits, batch["word_labels"][:, :logits.shape[1]])   # (batch, words)

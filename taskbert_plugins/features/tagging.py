@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
 
 from taskbert_plugins.tagging import TaggingOptions, TokenClassification
 
@@ -66,16 +65,9 @@ class FeatureTagging(FeatureTask, TokenClassification):
         self.configure(encoder)
         cfg = encoder.config
         dropout = self.head_dropout(cfg)
-        return TagFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
-                              len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
-
-    def loss(self, out, batch):
-        logits = out["logits"]                                 # (batch, words, labels)
-        labels = batch["word_labels"][:, :logits.shape[1]]     # (batch, words)
-        if not bool((labels != -100).any()):
-            return logits.sum() * 0.0 if torch.is_grad_enabled() else torch.tensor(float("nan"))
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                           labels.reshape(-1), ignore_index=-100)
+        return self.feature_head(TagFeatureHead(
+            self.options.layers, len(self.layer_ids), cfg.hidden_size, len(self.labels or ()),
+            self.options.head, self.options.head_hidden, dropout))
 
     def collect(self, out, batch):
         probs = torch.softmax(out["logits"].float(), dim=-1)   # (batch, words, labels)

@@ -9,19 +9,21 @@ states of chosen layers become features, and a small model trains on them. Two t
   makes them); subtokens pooled per word (first / mean / last), a linear layer or a
   two-layer BiLSTM.
 
-Features are computed once per split and kept in an on-disk cache (``feature_cache``):
-``taskbert_train_start`` fills or reuses the cache and attaches each row's features, so
-no training epoch runs the encoder. Rows without features (``taskbert predict``) run the
-encoder in the task's ``forward``, through the same code that filled the cache.
+Features are computed once per split and kept in an on-disk cache (``cache.py``):
+``FeatureTask.on_train_start`` fills or reuses the cache and attaches each row's features,
+so no training epoch runs the encoder. Rows without features (``taskbert predict``) run the
+encoder in the head's ``run_encoder``, through the same code that filled the cache.
 ``taskbert extract SPEC`` fills the cache without training and can export JSONL in the
 layout of google-research/bert ``extract_features.py``.
 """
 
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert import check_encoder, file_sha256
+from taskbert import atomic_json, check_encoder, file_sha256
 from taskbert_plugins.classification import (
     ClassificationOptions,
     SentenceClassification,
@@ -31,9 +33,7 @@ from . import cache as fc
 from .heads import (
     LAYER_CHOICES,
     SentenceFeatureHead,
-    extract_batch,
     layer_indices,
-    pad_units,
 )
 
 LayerChoice = Literal[LAYER_CHOICES]
@@ -94,12 +94,36 @@ class FeatureTask:
         """Names of the units of a row (of ``example``), for the JSONL export."""
         raise NotImplementedError
 
-    def forward(self, encoder, head, batch):
-        features = batch.get("features")
-        if features is None:   # not cached (prediction): the same extraction, on the fly
-            features = extract_batch(encoder, batch, self.layer_ids, self.pool_mode())
-        x, mask = pad_units(features, batch["input_ids"].device)   # (batch, units, layers, hidden)
-        return head(x, mask)
+    def on_train_start(self, trainer):
+        """Fill or reuse the feature caches before the first step, so that no epoch runs the
+        encoder; count any encoder call made during training (there should be none)."""
+        encoder = trainer.model.encoder
+        splits = self.attach_features(trainer.spec, encoder, trainer.tokenizer, trainer.rows, trainer.device)
+        calls = [0]
+        handle = encoder.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        self._run = {"t0": time.perf_counter(), "calls": calls, "handle": handle,
+                     "stats": {"layers": self.options.layers, "layer_ids": self.layer_ids, "splits": splits}}
+        atomic_json(os.path.join(trainer.run_dir, STATS_FILE), self._run["stats"])
+
+    def on_train_end(self, trainer, metrics):
+        """Record the time spent training heads on cached features and the encoder calls."""
+        run, self._run = getattr(self, "_run", None), None
+        if run is None:
+            return
+        run["handle"].remove()
+        stats = dict(run["stats"], train_seconds=round(time.perf_counter() - run["t0"], 3),
+                     encoder_calls_during_training=run["calls"][0], steps=trainer.step)
+        combiner = trainer.model.head.combiner
+        weights = combiner.layer_weights()
+        if weights is not None:
+            stats["scalar_mix"] = {"weights": [round(w, 4) for w in weights],
+                                   "gamma": round(combiner.gamma.item(), 4)}
+        atomic_json(os.path.join(trainer.run_dir, STATS_FILE), stats)
+
+    def feature_head(self, head):
+        """``head`` told which layers and pooling to extract when features are not cached."""
+        head.layer_ids, head.pooling = self.layer_ids, self.pool_mode()
+        return head
 
     # ------------------------------------------------------------------ cache
     def cache_key(self, spec, split, rows, fingerprints):
@@ -191,5 +215,6 @@ class FeatureClassification(FeatureTask, SentenceClassification):
         self.configure(encoder)
         cfg = encoder.config
         dropout = self.head_dropout(cfg)
-        return SentenceFeatureHead(self.options.layers, len(self.layer_ids), cfg.hidden_size,
-                                   len(self.labels or ()), self.options.head, self.options.head_hidden, dropout)
+        return self.feature_head(SentenceFeatureHead(
+            self.options.layers, len(self.layer_ids), cfg.hidden_size, len(self.labels or ()),
+            self.options.head, self.options.head_hidden, dropout))

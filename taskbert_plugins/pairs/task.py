@@ -18,7 +18,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from torch import nn
 
 from taskbert import DataError, registries
 from taskbert_plugins.classification import (
@@ -152,7 +151,7 @@ class SentencePair(TextLabelTask):
             if "token_type_ids" in enc:
                 row["token_type_ids"] = enc["token_type_ids"][i]
             if self.regression:
-                if ex["label"] is not None:   # no key at all: loss() then reports "no labels"
+                if ex["label"] is not None:   # no key at all: the head computes no loss
                     row["label"] = float(ex["label"])
             else:
                 row["label"] = self.label_id(ex["label"]) if ex["label"] is not None else -100
@@ -167,12 +166,7 @@ class SentencePair(TextLabelTask):
         dropout = self.options.dropout
         if dropout is None:
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
-        return ClassificationHead(cfg.hidden_size, 1, dropout)   # one output: the score
-
-    def loss(self, out, batch):
-        if not self.regression:
-            return super().loss(out, batch)
-        return nn.functional.mse_loss(out["logits"].squeeze(-1).float(), batch["label"].float())
+        return ClassificationHead(cfg.hidden_size, 1, dropout, regression=True)   # one output: the score
 
     def collect(self, out, batch):
         if not self.regression:

@@ -47,19 +47,3 @@ def taskbert_load_encoder(spec):
         return None
     tokenizer = scratch_tokenizer(spec, options.cache_dir or default_cache_dir())
     return scratch_encoder(spec, tokenizer), tokenizer
-
-
-@hookimpl
-def taskbert_train_start(trainer):
-    """Evaluate before the first step so the starting perplexity is on record (step 0)."""
-    task = trainer.task
-    if not isinstance(task, Pretraining) or not task.options.eval_before_training \
-            or trainer.step or "validation" not in trainer.rows:
-        return
-    world = getattr(trainer, "world", None)
-    if world is not None and world.enabled:
-        return   # this hook runs on the main process only; evaluation needs every rank
-    _, metrics = trainer.evaluate("validation")
-    trainer.model.train()
-    metrics.update(epoch=0, step=0)
-    trainer._record(metrics)   # metrics.jsonl and the logger hook, like every evaluation

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskbert import DataError, SpecError, Task
+from taskbert import DataError, Head, SpecError, Task
 
 from .data import BuildConfig, build, open_shards, tokenized_documents
 from .masking import apply_masks, choose_masks, vocab_tables
@@ -108,7 +108,7 @@ def init_bert_weights(module, std):
             nn.init.zeros_(m.bias)
 
 
-class PretrainingHead(nn.Module):
+class PretrainingHead(Head):
     """``cls``: BERT's pretraining heads, named as in ``BertForPreTraining`` (or
     ``BertForMaskedLM`` without NSP); the decoder shares the word-embedding matrix and its
     bias is ``cls.predictions.bias``."""
@@ -128,7 +128,11 @@ class PretrainingHead(nn.Module):
         self.cls.predictions.decoder.weight = embeddings.weight
         self.cls.predictions.decoder.bias = self.cls.predictions.bias
 
+    def read_positions(self, batch, training):
+        return None   # the masked positions, and [CLS] for next-sentence prediction
+
     def forward(self, encoder_out, targets):
+        """``targets`` is the batch made by :meth:`Pretraining.prepare_batch`."""
         hidden = encoder_out.last_hidden_state          # (batch, seq, hidden)
         labels = targets["mlm_labels"]                  # (batch, seq), -100 = not predicted
         picked = labels != -100
@@ -143,6 +147,13 @@ class PretrainingHead(nn.Module):
                 pooled = hidden[:, 0]
             out["nsp_logits"] = self.cls.seq_relationship(pooled)    # (batch, 2)
             out["nsp_labels"] = targets["nsp_label"]
+        if out["mlm_labels"].numel():
+            loss = nn.functional.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"])
+        else:
+            loss = out["mlm_logits"].sum() * 0.0
+        if "nsp_logits" in out:
+            loss = loss + nn.functional.cross_entropy(out["nsp_logits"].float(), out["nsp_labels"])
+        out["loss"] = loss
         return out
 
 
@@ -267,26 +278,31 @@ class Pretraining(Task):
         return [choose_masks(ids[i, :n], rng, self.tables, o.mask_prob, cap, o.whole_word_masking,
                              o.mask_share, o.random_share) for i, n in enumerate(lengths)]
 
-    def forward(self, encoder, head, batch):
+    def prepare_batch(self, batch, training):
+        """Segment ids from each row's first-segment length, and the masked input ids with
+        their ``mlm_labels`` (-100: not predicted): drawn now in training with dynamic
+        masking, else the row's stored masks."""
         ids, attention = batch["input_ids"], batch["attention_mask"]   # (batch, seq)
         positions = torch.arange(ids.size(1), device=ids.device)
         token_types = ((positions[None, :] >= batch["a_len"][:, None]) & attention.bool()).long()
-        if head.training and self.options.masking == "dynamic":
+        if training and self.options.masking == "dynamic":
             masks = self._dynamic_masks(ids, attention)
         else:
             masks = self._static_masks(batch)
         inputs, labels = apply_masks(ids, masks)
-        out = encoder(input_ids=inputs, attention_mask=attention, token_type_ids=token_types)
-        return head(out, {"mlm_labels": labels, "nsp_label": batch["nsp_label"]})
+        return {**batch, "input_ids": inputs, "token_type_ids": token_types, "mlm_labels": labels}
 
-    def loss(self, out, batch):
-        if out["mlm_labels"].numel():
-            loss = nn.functional.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"])
-        else:
-            loss = out["mlm_logits"].sum() * 0.0
-        if "nsp_logits" in out:
-            loss = loss + nn.functional.cross_entropy(out["nsp_logits"].float(), out["nsp_labels"])
-        return loss
+    def on_train_start(self, trainer):
+        """Evaluate before the first step so the starting perplexity is on record (step 0)."""
+        if not self.options.eval_before_training or trainer.step or "validation" not in trainer.rows:
+            return
+        world = getattr(trainer, "world", None)
+        if world is not None and world.enabled:
+            return   # called on the main process only; evaluation needs every rank
+        _, metrics = trainer.evaluate("validation")
+        trainer.model.train()
+        metrics.update(epoch=0, step=0)
+        trainer.record(metrics)   # metrics.jsonl and the logger hook, like every evaluation
 
     # --------------------------------------------------------------- outputs
     def collect(self, out, batch):

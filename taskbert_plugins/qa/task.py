@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from taskbert import DataError, Task
+from taskbert import DataError, Head, Task
 from taskbert_plugins.classification import is_blank
 
 from . import decode as qa_decode
@@ -53,8 +53,9 @@ class QAOptions:
                 "by validate and run, trained at its offset) or error"})
 
 
-class QAHead(nn.Module):
-    """A linear layer giving start and end logits per token (``BertForQuestionAnswering``)."""
+class QAHead(Head):
+    """A linear layer giving start and end logits per token (``BertForQuestionAnswering``);
+    the mean of the start and end cross-entropies when the batch holds the answer positions."""
 
     def __init__(self, hidden_size):
         super().__init__()
@@ -66,8 +67,13 @@ class QAHead(nn.Module):
         allowed = batch["passage_mask"].bool()
         allowed[:, 0] = True                                       # [CLS] = no answer here
         # the softmax then only spreads over passage tokens and [CLS]
-        return {"start_logits": start.masked_fill(~allowed, -1e4),
-                "end_logits": end.masked_fill(~allowed, -1e4)}
+        out = {"start_logits": start.masked_fill(~allowed, -1e4),
+               "end_logits": end.masked_fill(~allowed, -1e4)}
+        if "start_position" in batch:
+            ce = nn.functional.cross_entropy
+            out["loss"] = (ce(out["start_logits"], batch["start_position"]) +
+                           ce(out["end_logits"], batch["end_position"])) / 2
+        return out
 
 
 class ExtractiveQA(Task):
@@ -199,11 +205,6 @@ class ExtractiveQA(Task):
     # ---------------------------------------------------------------- model
     def build_head(self, encoder):
         return QAHead(encoder.config.hidden_size)
-
-    def loss(self, out, batch):
-        ce = nn.functional.cross_entropy
-        return (ce(out["start_logits"], batch["start_position"]) +
-                ce(out["end_logits"], batch["end_position"])) / 2
 
     # -------------------------------------------------------------- outputs
     def collect(self, out, batch):

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
-from torch import nn
 
 from taskbert import DataError, SpecError, Task
 
+from .head import TokenClassificationHead
 from .entities import (
     char_offsets,
     entity_scores,
@@ -56,19 +56,6 @@ class TaggingOptions:
                 "punctuation off words"})
     dropout: Optional[float] = field(default=None, metadata={
         "min": 0, "max": 1, "help": "head dropout; default: the encoder's hidden_dropout_prob"})
-
-
-class TokenClassificationHead(nn.Module):
-    """Dropout and a linear layer on every token of the encoder's last layer."""
-
-    def __init__(self, hidden_size, num_labels, dropout):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, encoder_out, batch):
-        hidden = encoder_out.last_hidden_state                  # (batch, seq, hidden)
-        return {"logits": self.classifier(self.dropout(hidden))}  # (batch, seq, labels)
 
 
 def special_tokens(tokenizer):
@@ -279,33 +266,7 @@ class TokenClassification(Task):
         dropout = self.options.dropout
         if dropout is None:
             dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
-        return TokenClassificationHead(cfg.hidden_size, len(self.labels), dropout)
-
-    def read_positions(self, batch, training):
-        """(batch, seq) bool: the tokens whose logits are read. Training reads the labelled
-        ones; evaluation and prediction also those that make each owned word's prediction.
-        None for a batch without labels or word slots (every position is then computed)."""
-        if "labels" not in batch or "word_slot" not in batch:
-            return None
-        needed = batch["labels"] != -100                  # (batch, seq)
-        if training:
-            return needed
-        firsts = batch.get("first_positions")
-        if self.options.word_pooling != "first" or firsts is None:
-            return needed | (batch["word_slot"] >= 0)
-        rows = [r for r, pos in enumerate(firsts) for _ in pos]
-        cols = [p for pos in firsts for p in pos]
-        needed = needed.clone()
-        needed[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)] = True
-        return needed
-
-    def loss(self, out, batch):
-        logits, labels = out["logits"], batch["labels"]   # (batch, seq, labels), (batch, seq)
-        if not bool((labels != -100).any()):
-            # nothing to learn here; NaN at evaluation so the mean loss skips the batch
-            return logits.sum() * 0.0 if torch.is_grad_enabled() else torch.tensor(float("nan"))
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                           labels.reshape(-1), ignore_index=-100)
+        return TokenClassificationHead(cfg.hidden_size, len(self.labels), dropout, self.options.word_pooling)
 
     # --------------------------------------------------------------- outputs
     def collect(self, out, batch):

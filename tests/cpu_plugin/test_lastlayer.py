@@ -107,14 +107,14 @@ def test_tagger_trains_on_the_same_loss_and_gradients_as_the_full_encoder(tiny_e
     for fast in (False, True):
         torch.manual_seed(0)
         encoder = load_model(encoder_path)
-        model = TaskModel(task, encoder, task.build_head(encoder))
+        model = TaskModel(encoder, task.build_head(encoder))
         for m in model.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
         model.train()
         if fast:   # the CPU plugin's pass; the model's own is the whole encoder
             model.encoder_pass = partial_pass(model.encoder_pass)
-        loss = task.loss(model(batch), batch)
+        loss = model(batch)["loss"]
         loss.backward()
         losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

@@ -43,7 +43,7 @@ def test_prepare_model_swaps_exact_equivalents_on_a_cpu(tiny_encoder, fresh_plug
     task = SentenceClassification()
     task.labels = ["neg", "pos"]
     encoder = load_model(tiny_encoder)
-    model = TaskModel(task, encoder, task.build_head(encoder))
+    model = TaskModel(encoder, task.build_head(encoder))
     assert model.encoder_pass is whole_encoder
     hook = plugin_mod.hook()
     hook.taskbert_prepare_model(model=model, device=torch.device("cpu"), phase="train")
@@ -53,12 +53,12 @@ def test_prepare_model_swaps_exact_equivalents_on_a_cpu(tiny_encoder, fresh_plug
     hook.taskbert_prepare_model(model=model, device=torch.device("cpu"), phase="predict")
     assert model.encoder_pass is again                      # not wrapped twice
     # not on another device (meta: no weights are touched)
-    other = TaskModel(task, load_model(tiny_encoder), task.build_head(encoder))
+    other = TaskModel(load_model(tiny_encoder), task.build_head(encoder))
     hook.taskbert_prepare_model(model=other, device=torch.device("meta"), phase="train")
     assert other.encoder_pass is whole_encoder
     assert not any(isinstance(m, HashDropout) for m in other.modules())
     monkeypatch.setenv("TASKBERT_DROPOUT_MASKS", "torch")
-    third = TaskModel(task, load_model(tiny_encoder), task.build_head(encoder))
+    third = TaskModel(load_model(tiny_encoder), task.build_head(encoder))
     hook.taskbert_prepare_model(model=third, device=torch.device("cpu"), phase="train")
     assert not any(isinstance(m, HashDropout) for m in third.modules())
 

@@ -6,11 +6,10 @@ of [CLS]. It uses only taskbert's public API, as any plugin package would.
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 import taskbert
-from taskbert.task import masked_mean, softmax_list
+from taskbert import masked_mean, softmax_list
 
 
 @dataclass(frozen=True)
@@ -19,14 +18,17 @@ class Options:
     label_field: str = "label"
 
 
-class Head(nn.Module):
+class Head(taskbert.Head):
     def __init__(self, hidden, n):
         super().__init__()
         self.out = nn.Linear(hidden, n)
 
     def forward(self, encoder_out, batch):
         pooled = masked_mean(encoder_out.last_hidden_state, batch["attention_mask"])  # (batch, hidden)
-        return {"logits": self.out(pooled)}
+        out = {"logits": self.out(pooled)}
+        if "label" in batch:
+            out["loss"] = nn.functional.cross_entropy(out["logits"], batch["label"])
+        return out
 
 
 class MeanPoolClassification(taskbert.Task):
@@ -51,9 +53,6 @@ class MeanPoolClassification(taskbert.Task):
 
     def build_head(self, encoder):
         return Head(encoder.config.hidden_size, len(self.labels))
-
-    def loss(self, out, batch):
-        return nn.functional.cross_entropy(out["logits"], batch["label"])
 
     def collect(self, out, batch):
         return softmax_list(out["logits"])
