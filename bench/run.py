@@ -200,7 +200,7 @@ def padding_report(args, log):
     from transformers import AutoTokenizer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from taskbert.batching import train_batches
+    from taskbert.data.batching import train_batches
 
     if args.model:
         tok = AutoTokenizer.from_pretrained(args.model)

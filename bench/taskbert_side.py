@@ -91,7 +91,7 @@ def _run_spec(task, train_texts, train_labels, eval_texts, eval_labels, model, m
               precision):
     """Write the data, build the spec, run it; return (final metrics, wall seconds, start time)."""
     from taskbert.run import execute
-    from taskbert.spec import spec_from_dict
+    from taskbert.config.spec import spec_from_dict
 
     with tempfile.TemporaryDirectory(prefix="tb_bench_") as tmp:
         data = {"train": _write_data(tmp, task, train_texts, train_labels, "train"),

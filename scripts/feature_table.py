@@ -33,7 +33,7 @@ def run_spec_file(path, overrides):
     """Run a spec (``taskbert run --overwrite``); return (spec, final metrics, wall seconds,
     the run's features.json or None)."""
     from taskbert.run import execute
-    from taskbert.spec import load_spec
+    from taskbert.config.spec import load_spec
 
     spec = load_spec(path, overrides)
     t0 = time.perf_counter()
@@ -53,13 +53,13 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
     """
     import torch
 
-    from taskbert.batching import collate, train_batches
-    from taskbert.data import encode_split
+    from taskbert.data.batching import collate, train_batches
+    from taskbert.data.splits import encode_split
     from taskbert.plugins import get_plugin_manager
     from taskbert.run import prepare
-    from taskbert.spec import load_spec
+    from taskbert.config.spec import load_spec
     from taskbert.task import TaskModel
-    from taskbert.optim import build_optimizer, clipped_step, seed_everything
+    from taskbert.train.optim import build_optimizer, clipped_step, seed_everything
     from taskbert_plugins.features import cache as fc
 
     spec = load_spec(path, overrides)

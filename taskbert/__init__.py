@@ -24,20 +24,20 @@ import importlib
 
 __version__ = "0.1.0"
 
+from .config.spec import DataSpec, EncoderSpec, Spec, TrainSpec, load_spec  # noqa: E402
 from .errors import DataError, RunError, SpecError, TaskbertError, UnknownNameError  # noqa: E402
 from .head import Head  # noqa: E402
-from .hookspecs import hookimpl  # noqa: E402
 from .plugins import get_plugin_manager, registries  # noqa: E402
-from .spec import DataSpec, EncoderSpec, Spec, TrainSpec, load_spec  # noqa: E402
+from .plugins.hookspecs import hookimpl  # noqa: E402
 from .task import NoOptions, Task, TaskModel, masked_mean, softmax_list, whole_encoder  # noqa: E402
 
 #: public names whose module is imported on first use: name -> module
 _LAZY = {
-    "prepare": "run", "load_encoder": "run", "encode_split": "data", "file_sha256": "data",
-    "pick_device": "optim", "check_encoder": "encoder", "check_tokenizer": "encoder",
-    "load_tokenizer": "encoder", "collate": "batching", "eval_batches": "batching",
-    "friendly": "cli", "SET_HELP": "cli", "atomic_write": "checkpoint", "atomic_json": "checkpoint",
-    "new_temp_folder": "checkpoint", "temp_folder": "checkpoint", "swap_in": "checkpoint",
+    "prepare": "run", "load_encoder": "run", "encode_split": "data.splits", "file_sha256": "data.splits",
+    "pick_device": "train.optim", "check_encoder": "encoder", "check_tokenizer": "encoder",
+    "load_tokenizer": "encoder", "collate": "data.batching", "eval_batches": "data.batching",
+    "friendly": "cli.main", "SET_HELP": "cli.main", "atomic_write": "io", "atomic_json": "io",
+    "new_temp_folder": "io", "temp_folder": "io", "swap_in": "io",
 }
 
 

@@ -14,7 +14,7 @@ import json
 import os
 
 from .errors import SpecError
-from .hookspecs import hookimpl
+from .plugins.hookspecs import hookimpl
 
 #: packaged aliases -> (python package, what to install)
 ALIASES = {

@@ -4,7 +4,7 @@ put back in row order; shared out across the processes of a distributed run."""
 import torch
 from tqdm.auto import tqdm
 
-from .batching import collate, eval_batches, to_device
+from .data.batching import collate, eval_batches, to_device
 
 
 def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting",

@@ -7,11 +7,11 @@
 import json
 import os
 
-from . import checkpoint as ckpt
-from .data import EXTENSION_FORMATS, check_file
+from .config.schema import build
+from .data.splits import EXTENSION_FORMATS, check_file
 from .errors import DataError, SpecError
-from .plugins import registries
-from .schema import build
+from .plugins.manager import registries
+from .train import checkpoint as ckpt
 
 
 class LoadedModel:
@@ -120,12 +120,12 @@ def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
 def predict_examples(loaded, examples, batch_size=64):
     """One prediction dict per example."""
     from .inference import run_inference
-    from .optim import pick_device
+    from .train.optim import pick_device
 
     device = pick_device()
     loaded.model.to(device)
     if not loaded.prepared:
-        from .plugins import hook
+        from .plugins.manager import hook
 
         hook().taskbert_prepare_model(model=loaded.model, device=device, phase="predict")
         loaded.prepared = True

@@ -17,12 +17,13 @@ import tempfile
 import time
 
 from . import __version__
-from . import checkpoint as ckpt
-from .data import encode_split, file_sha256, load_splits
+from . import io as tio
+from .data.splits import encode_split, file_sha256, load_splits
 from .encoder import check_encoder
 from .errors import DataError, SpecError
-from .plugins import get_plugin_manager, registries
+from .plugins.manager import get_plugin_manager, registries
 from .task import Task
+from .train import checkpoint as ckpt
 
 
 class Prepared:
@@ -234,7 +235,7 @@ def execute(spec, resume=False, overwrite=False):
     this; only the main one writes."""
     import torch
 
-    from . import distributed
+    from .train import distributed
 
     world = distributed.setup()  # joins the process group first: the checks below all
     try:                         # finish on every rank before rank 0 writes (barrier)
@@ -276,7 +277,7 @@ def load_encoder(spec, hook=None):
 def _check_steps(spec, n_rows):
     """An optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than the
     run never reaches the peak rate (said, not refused)."""
-    from .trainer import plan_steps
+    from .train.loop import plan_steps
 
     t = spec.train
     batches, _, total, warmup = plan_steps(t, n_rows)
@@ -293,8 +294,8 @@ def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
     from .task import TaskModel
-    from .optim import seed_everything
-    from .trainer import Trainer
+    from .train.loop import Trainer
+    from .train.optim import seed_everything
 
     task, examples = prepared.task, prepared.examples
     hook = get_plugin_manager().hook
@@ -311,9 +312,9 @@ def _train(spec, prepared, world, resume, overwrite):
             shutil.rmtree(spec.output)  # check_output made sure it holds a run and no inputs
         os.makedirs(spec.output, exist_ok=True)
         if not resume:
-            ckpt.atomic_write(os.path.join(spec.output, "spec.yaml"),
+            tio.atomic_write(os.path.join(spec.output, "spec.yaml"),
                               yaml.safe_dump(spec.to_dict(), sort_keys=False))
-            ckpt.atomic_json(os.path.join(spec.output, "manifest.json"), manifest(spec, world.world))
+            tio.atomic_json(os.path.join(spec.output, "manifest.json"), manifest(spec, world.world))
         for w in prepared.warnings:
             print(f"warning: {w}", file=sys.stderr)
     world.barrier()  # the run folder exists before any rank looks into it

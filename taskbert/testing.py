@@ -21,7 +21,7 @@ import random
 
 import yaml
 
-from .hookspecs import hookimpl
+from .plugins.hookspecs import hookimpl
 
 POSITIVE = "good great fine superb lovely nice".split()
 NEGATIVE = "bad awful poor terrible ugly nasty".split()
@@ -37,7 +37,14 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def make_tokenizer(words, folder=None, lowercase=True):
     """A BERT WordPiece fast tokenizer whose vocabulary is the special tokens, the
     characters of ``words`` (as pieces and ``##`` continuations) and the words."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab = list(SPECIAL)
@@ -101,8 +108,8 @@ def write_spec(spec, folder, name="spec.yaml"):
 
 def run_spec(spec, folder, name="spec.yaml", overrides=(), overwrite=True):
     """Write ``spec`` (a dict) to ``folder/name``, run it, return (metrics, run folder)."""
+    from .config.spec import load_spec
     from .run import execute
-    from .spec import load_spec
 
     loaded = load_spec(write_spec(spec, folder, name), overrides)
     metrics = execute(loaded, overwrite=overwrite)
@@ -136,7 +143,7 @@ def check_task_class(cls):
     """Raise AssertionError naming the first broken part of a Task subclass's contract:
     a name, a description, a dataclass ``Options`` whose fields all have defaults or are
     documented, and the methods every task must override."""
-    from .schema import describe
+    from .config.schema import describe
     from .task import Task
 
     assert isinstance(cls, type) and issubclass(cls, Task), f"{cls!r} is not a taskbert.Task subclass"
@@ -172,7 +179,7 @@ class _CrashAt:
 def crash_at(step):
     """Runs started inside raise :class:`Crash` right after their first metrics line of
     optimizer step ``step`` (the line is written; the checkpoint of that step is not)."""
-    from .plugins import get_plugin_manager
+    from .plugins.manager import get_plugin_manager
 
     pm = get_plugin_manager()
     pm.register(_CrashAt(step), name="taskbert-testing-crash")

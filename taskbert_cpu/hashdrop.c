@@ -6,7 +6,7 @@
  * makes that mask in about fifteen passes over memory; here it is made in registers, so
  * forward and backward are one pass each (the backward recomputes the mask from the keys).
  *
- * Built by taskbert/native.py with the system C compiler; no torch headers. */
+ * Built by taskbert_cpu/native.py with the system C compiler; no torch headers. */
 #include <stdint.h>
 
 #define M1 0x7FEB352Du

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 sys.path.insert(0, os.path.dirname(__file__))
 from bad_input_cases import BASE, CASES, DROP, GOOD, markdown_table  # noqa: E402
 
-from taskbert import checkpoint as ckpt  # noqa: E402
+from taskbert.train import checkpoint as ckpt  # noqa: E402
 from taskbert.cli import cli  # noqa: E402
 from taskbert.plugins import registries  # noqa: E402
 from taskbert.testing import write_polarity_data  # noqa: E402
@@ -116,7 +116,7 @@ def output_foreign(folder, spec, encoder):
 def _fake_run(folder, spec):
     """A run folder as a finished run leaves it, without training: spec.yaml, manifest
     (data hashes), metrics.jsonl, best/ and one complete checkpoint."""
-    from taskbert.spec import spec_from_dict
+    from taskbert.config.spec import spec_from_dict
 
     path = os.path.join(folder, "spec.yaml")
     resolved = spec_from_dict(spec, path)

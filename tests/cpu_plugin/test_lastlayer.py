@@ -91,7 +91,7 @@ def test_tagger_trains_on_the_same_loss_and_gradients_as_the_full_encoder(tiny_e
     from taskbert.task import TaskModel
     from taskbert_cpu import partial_pass
     from taskbert_plugins.tagging import TokenClassification
-    from taskbert.batching import collate
+    from taskbert.data.batching import collate
 
     encoder_path = tiny_encoder
     from taskbert.encoder import load_model, load_tokenizer

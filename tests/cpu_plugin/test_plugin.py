@@ -9,7 +9,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.cli import cli
 from taskbert.task import whole_encoder
 from taskbert.testing import run_spec, tiny_classification_spec

@@ -55,7 +55,7 @@ def test_roberta_classifier_predictions_agree_everywhere(classifier):
 def test_roberta_classifier_onnx_export_agrees(classifier, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from taskbert.export import OnnxModel
+    from taskbert.cli.export import OnnxModel
     from taskbert.predict import load_run, read_inputs
 
     run_dir, dev = classifier

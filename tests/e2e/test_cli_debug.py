@@ -7,10 +7,10 @@ import yaml
 from click.testing import CliRunner
 
 import taskbert
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.cli import cli
-from taskbert.debug import bio_errors, debug_data
-from taskbert.spec import load_spec
+from taskbert.cli.debug import bio_errors, debug_data
+from taskbert.config.spec import load_spec
 from taskbert.testing import write_polarity_data
 
 

@@ -10,9 +10,9 @@ import yaml
 from click.testing import CliRunner
 
 from taskbert import UnknownNameError, hookimpl
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.cli import cli
-from taskbert.spec import load_spec
+from taskbert.config.spec import load_spec
 from taskbert.testing import run_spec, tiny_classification_spec, write_polarity_data
 
 

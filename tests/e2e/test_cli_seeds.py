@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from taskbert.cli import cli
-from taskbert.seeds import summarize
+from taskbert.cli.seeds import summarize
 from taskbert.testing import tiny_classification_spec, write_polarity_data
 
 

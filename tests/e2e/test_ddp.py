@@ -18,11 +18,11 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from taskbert.distributed import World
+from taskbert.train.distributed import World
 from taskbert.run import execute
-from taskbert.spec import load_spec
+from taskbert.config.spec import load_spec
 from taskbert.testing import write_polarity_data, write_spec
-from taskbert.trainer import TIMING_FIELDS
+from taskbert.train.loop import TIMING_FIELDS
 
 
 def ddp_spec(folder, tiny_encoder, data):

@@ -59,7 +59,7 @@ def test_export_folder_holds_model_tokenizer_and_labels(exported):
 
 
 def test_onnxruntime_matches_torch_on_new_inputs(trained, exported):
-    from taskbert.export import OnnxModel
+    from taskbert.cli.export import OnnxModel
 
     task, examples, ours = torch_predictions(trained, TEXTS)
     onnx_model = OnnxModel(exported)
@@ -91,7 +91,7 @@ def test_export_is_usable_without_taskbert(trained, exported):
 
 
 def test_predict_and_serve_accept_the_export_folder(trained, exported, tmp_path):
-    from taskbert.serve import Predictor
+    from taskbert.cli.serve import Predictor
 
     src = tmp_path / "in.txt"
     src.write_text("\n".join(TEXTS) + "\n")
@@ -104,7 +104,7 @@ def test_predict_and_serve_accept_the_export_folder(trained, exported, tmp_path)
 
 
 def test_torchscript_exporter_agrees_too(trained, tmp_path):
-    from taskbert.export import OnnxModel
+    from taskbert.cli.export import OnnxModel
 
     out = str(tmp_path / "ts")
     result = CliRunner().invoke(cli, ["export", trained, "--exporter", "torchscript", "-o", out])
@@ -114,7 +114,7 @@ def test_torchscript_exporter_agrees_too(trained, tmp_path):
 
 
 def test_a_disagreeing_export_is_refused_and_not_written(trained, tmp_path, monkeypatch):
-    from taskbert.export import OnnxModel
+    from taskbert.cli.export import OnnxModel
 
     real = OnnxModel.run_rows
 

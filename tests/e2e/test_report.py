@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from taskbert.cli import cli
-from taskbert.report import confusion, label_pairs, write_report
+from taskbert.cli.report import confusion, label_pairs, write_report
 from taskbert.testing import run_spec, tiny_classification_spec, write_polarity_data
 
 

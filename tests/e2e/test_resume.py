@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from taskbert import checkpoint as ckpt
+from taskbert.train import checkpoint as ckpt
 from taskbert.run import execute
-from taskbert.spec import load_spec
+from taskbert.config.spec import load_spec
 from taskbert.testing import Crash, crash_at, write_polarity_data, write_spec
-from taskbert.trainer import TIMING_FIELDS
+from taskbert.train.loop import TIMING_FIELDS
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 
 import taskbert
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.cli import cli
-from taskbert.spec import DataSpec, EncoderSpec, TrainSpec
+from taskbert.config.spec import DataSpec, EncoderSpec, TrainSpec
 from taskbert.testing import write_polarity_data
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from taskbert.cli import cli
-from taskbert.serve import make_server
+from taskbert.cli.serve import make_server
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import inspect
 import os
 
-from taskbert import hookspecs
+from taskbert.plugins import hookspecs
 
 PLUGIN_DOCS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "plugins.md")
 

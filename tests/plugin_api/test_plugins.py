@@ -7,10 +7,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.cli import cli
 from taskbert.errors import TaskbertError, UnknownNameError
-from taskbert.registry import Registry
+from taskbert.plugins.registry import Registry
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "sample_plugin")
 
@@ -41,7 +41,7 @@ def test_builtins_are_plugins_and_disable_env(monkeypatch):
 def test_misspelt_hook_is_an_error(monkeypatch):
     import pluggy
 
-    from taskbert import hookspecs
+    from taskbert.plugins import hookspecs
 
     pm = pluggy.PluginManager("taskbert")
     pm.add_hookspecs(hookspecs)
@@ -263,3 +263,23 @@ def test_a_duplicate_of_a_builtin_blames_the_plugin(monkeypatch):
             plugin_mod.registries()
     finally:
         plugin_mod.reset()
+
+
+def test_trace_names_each_hook_call_and_its_plugins_in_call_order(monkeypatch, capsys):
+    monkeypatch.setenv("TASKBERT_TRACE_PLUGINS", "1")
+    plugin_mod.reset()
+    try:
+        pm = plugin_mod.get_plugin_manager()
+        tasks = []
+        pm.hook.taskbert_register_tasks(register=lambda *a, **k: tasks.append(a))
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if "taskbert_register_tasks" in ln]
+        assert len(lines) == 1 and lines[0].startswith("taskbert trace: taskbert_register_tasks(register) -> ")
+        called = lines[0].split(" -> ")[1].split(", ")
+        impls = [pm.get_name(i.plugin) for i in reversed(pm.hook.taskbert_register_tasks.get_hookimpls())]
+        assert called == impls and "taskbert_plugins.classification" in called
+    finally:
+        monkeypatch.delenv("TASKBERT_TRACE_PLUGINS")
+        plugin_mod.reset()
+    pm = plugin_mod.get_plugin_manager()
+    pm.hook.taskbert_register_tasks(register=lambda *a, **k: None)
+    assert "taskbert trace" not in capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_built_in_plugins_import_only_the_public_api():
 
 
 @pytest.mark.parametrize("source, found", [
-    ("from taskbert.checkpoint import swap_in", "from taskbert.checkpoint import ..."),
+    ("from taskbert.train.checkpoint import swap_in", "from taskbert.train.checkpoint import ..."),
     ("import taskbert.run", "import taskbert.run"),
     ("def f():\n    from taskbert import checkpoint", "from taskbert import checkpoint (not in __all__)"),
     ("from taskbert import Task, _secret", "from taskbert import _secret (not in __all__)"),

@@ -11,7 +11,7 @@ import os
 import re
 import types
 
-from taskbert import plugins as plugin_mod
+from taskbert.plugins import manager as plugin_mod
 from taskbert.predict import load_run, predict_examples, read_inputs
 from taskbert.testing import check_task_class, run_spec
 from test_plugins import _with_entry_points  # a fake `taskbert` entry point, other groups real

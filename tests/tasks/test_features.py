@@ -224,7 +224,7 @@ def test_jsonl_export_like_google_extract_features(tag_spec, loaded, tmp_path):
 
 
 def test_ready_feature_specs_load():
-    from taskbert.spec import load_spec
+    from taskbert.config.spec import load_spec
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "task_specs")
     names = sorted(f for f in os.listdir(root) if f.startswith("features-"))

@@ -11,7 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from taskbert.hookspecs import hookimpl
+from taskbert.plugins.hookspecs import hookimpl
 from taskbert.testing import make_tiny_encoder, run_spec
 
 from taskbert.testing import FILLER

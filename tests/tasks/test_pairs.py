@@ -100,7 +100,7 @@ def test_regression_scores():
 
 
 def test_options_are_checked():
-    from taskbert.spec import spec_from_dict
+    from taskbert.config.spec import spec_from_dict
 
     base = {"task": "sentence_pair", "data": {"train": "x.jsonl"}}
     with pytest.raises(SpecError, match=r"task_options.objective: 'ranking' is not allowed"):
@@ -130,7 +130,7 @@ def test_validate_counts_dropped_snli_rows(tmp_path):
 @pytest.mark.parametrize("line", ["no tab here", "a\tb\tc"])
 def test_serve_answers_a_bad_pair_line_with_400(line):
     """A string input the task cannot split is the client's error (400), not the server's."""
-    from taskbert.serve import BadRequest, parse_inputs
+    from taskbert.cli.serve import BadRequest, parse_inputs
 
     task = SentencePair(PairOptions())
     with pytest.raises(BadRequest) as info:

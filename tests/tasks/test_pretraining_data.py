@@ -159,7 +159,7 @@ def test_dynamic_masks_per_batch_follow_the_same_rules(tmp_path, tokenizer):
     path = write_corpus(tmp_path / "c.txt", documents(60, 6))
     task.setup({"train": (exs := examples_of(path))})
     rows = task.encode_all(exs, tokenizer, 64)
-    from taskbert.batching import collate
+    from taskbert.data.batching import collate
 
     batch = collate(rows[:32], tokenizer.pad_token_id, task.pad_fields)
     ids, att = batch["input_ids"], batch["attention_mask"]

@@ -176,7 +176,7 @@ def test_scratch_max_length_over_positions_is_a_spec_error(corpus, tmp_path):
 
 
 def test_ready_specs_load():
-    from taskbert.spec import load_spec
+    from taskbert.config.spec import load_spec
 
     root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "task_specs")
     mlm = load_spec(os.path.join(root, "mlm-wiki.yaml"))

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from taskbert.run import execute
-from taskbert.spec import spec_from_dict
+from taskbert.config.spec import spec_from_dict
 from taskbert.testing import Crash, crash_at, make_tiny_encoder
 from test_pretraining_e2e import read_jsonl
 from test_pretraining_text import WORDS, documents, write_corpus

@@ -149,7 +149,7 @@ def test_example_spec_is_valid(tmp_path):
     from click.testing import CliRunner
 
     from taskbert.cli import cli
-    from taskbert.spec import load_spec
+    from taskbert.config.spec import load_spec
     from taskbert.testing import make_tiny_encoder
 
     path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "task_specs", "qa-squad-example.yaml")

@@ -155,7 +155,7 @@ def test_long_sentence_windows_label_each_word_once(tokenizer):
 
 
 def fake_batch(task, logits, rows):
-    from taskbert.batching import collate
+    from taskbert.data.batching import collate
 
     return {"logits": torch.tensor(logits)}, collate(rows, 0, task.pad_fields)
 

@@ -13,13 +13,14 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from taskbert import checkpoint as ckpt
+from taskbert import io as tio
+from taskbert.train import checkpoint as ckpt
 from taskbert.cli import cli
-from taskbert.data import file_sha256
+from taskbert.data.splits import file_sha256
 from taskbert.run import execute
-from taskbert.spec import load_spec
+from taskbert.config.spec import load_spec
 from taskbert.testing import write_polarity_data
-from taskbert.trainer import TIMING_FIELDS
+from taskbert.train.loop import TIMING_FIELDS
 
 
 def write_spec(folder, tiny_encoder, train_file, output, **train):
@@ -185,14 +186,14 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "metrics.jsonl"
-    ckpt.atomic_write(str(target), "old\n")
+    tio.atomic_write(str(target), "old\n")
 
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        ckpt.atomic_write(str(target), "new\n")
+        tio.atomic_write(str(target), "new\n")
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["metrics.jsonl"]  # the temporary file is gone
 
@@ -201,17 +202,17 @@ def test_a_folder_swap_cut_short_is_undone(tmp_path):
     best = tmp_path / "best"
     (tmp_path / "best.old").mkdir()
     (tmp_path / "best.old" / "model.safetensors").write_bytes(b"weights")
-    assert ckpt.recover_folder(str(best)) is True  # crashed between the two renames
+    assert tio.recover_folder(str(best)) is True  # crashed between the two renames
     assert (best / "model.safetensors").read_bytes() == b"weights"
     (tmp_path / "best.old").mkdir()
-    assert ckpt.recover_folder(str(best)) is False  # both present: the .old is stale
+    assert tio.recover_folder(str(best)) is False  # both present: the .old is stale
     assert not (tmp_path / "best.old").exists() and best.exists()
 
 
 @pytest.mark.parametrize("setting, chosen, said", [("auto", torch.bfloat16, True), ("auto", None, False),
                                                    ("bf16", torch.bfloat16, False)])
 def test_run_says_when_precision_auto_picks_low_precision(tmp_path, tiny_encoder, monkeypatch, setting, chosen, said):
-    import taskbert.trainer as trainer_module
+    import taskbert.train.loop as trainer_module
 
     monkeypatch.setattr(trainer_module, "pick_precision", lambda s, device: chosen)
     train = write_polarity_data(tmp_path / "train.jsonl", 16, 4)

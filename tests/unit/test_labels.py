@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from taskbert import SpecError
 from taskbert.cli import cli
-from taskbert.schema import build
+from taskbert.config.schema import build
 from taskbert.testing import run_spec
 from taskbert_plugins.classification import ClassificationOptions, SentenceClassification
 from taskbert_plugins.pairs import PairOptions, SentencePair

@@ -1,11 +1,11 @@
-"""taskbert.optim.clipped_step: clipping folded into the fused AdamW equals clip_grad_norm_ + step."""
+"""taskbert.train.optim.clipped_step: clipping folded into the fused AdamW equals clip_grad_norm_ + step."""
 
 import math
 
 import pytest
 import torch
 
-from taskbert.optim import clipped_step
+from taskbert.train.optim import clipped_step
 
 
 def _pair(fused, seed=0):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from taskbert import SpecError
 from taskbert.cli import cli
-from taskbert.spec import load_spec
+from taskbert.config.spec import load_spec
 
 
 def write(tmp_path, spec, name="spec.yaml"):

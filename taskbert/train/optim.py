@@ -1,5 +1,5 @@
 """What the training loop is configured with: device, precision, AdamW, the learning-rate
-schedule and seeding (``trainer.py`` holds the loop itself)."""
+schedule and seeding (``loop.py`` holds the loop itself)."""
 
 import random
 

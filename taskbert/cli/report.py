@@ -19,9 +19,11 @@ import json
 import os
 from collections import Counter
 
+import click
 import yaml
 
-from .errors import DataError
+from ..errors import DataError
+from .main import cli, friendly
 
 #: a confusion matrix with more labels than this is unreadable; the report says so
 MAX_LABELS = 60
@@ -294,3 +296,16 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
         fh.write("\n".join(md).rstrip() + "\n")
     files.append(report_md)
     return {"files": files, "confusion": matrices}
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="folder (default: RUN_DIR/report)")
+@click.option("--field", help="prediction field to compare with the gold (default: the best match)")
+@friendly
+def report(run_dir, output, field):
+    """Draw learning curves and confusion matrices (PNG) and write report.md for a run."""
+
+    result = write_report(run_dir, output, field)
+    for path in result["files"]:
+        click.echo(path)

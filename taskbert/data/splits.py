@@ -8,7 +8,7 @@ one-line :class:`DataError` naming the file and line, before any model loads.
 import hashlib
 import os
 
-from .errors import DataError
+from ..errors import DataError
 
 EXTENSION_FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text",

@@ -4,7 +4,7 @@
 The spec is written from the dataclasses themselves (``schema.describe``): every key of
 every section with its default and the ``help`` of its field metadata, and the task's own
 ``Options`` the same way, so a third-party task gets a documented starter spec for free.
-The plugin package comes from ``taskbert/templates/plugin`` (``string.Template``).
+The plugin package comes from ``taskbert/cli/templates/plugin`` (``string.Template``).
 """
 
 import dataclasses
@@ -13,10 +13,12 @@ import re
 import string
 import typing
 
+import click
 import yaml
 
-from .errors import SpecError
-from .schema import describe
+from ..config.schema import describe
+from ..errors import SpecError
+from .main import cli, friendly
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 COMMENT_COLUMN = 34
@@ -71,8 +73,8 @@ def _fields(cls, indent, overrides=None, notes=None):
 
 def init_spec(task_name):
     """The text of a commented starter spec for a registered task."""
-    from .plugins import registries
-    from .spec import DataSpec, EncoderSpec, TrainSpec
+    from ..config.spec import DataSpec, EncoderSpec, TrainSpec
+    from ..plugins.manager import registries
 
     regs = registries()
     task_cls = regs.tasks.get(task_name, where="--task")
@@ -126,7 +128,7 @@ def plugin_names(name):
 def new_plugin(name, dest=".", force=False):
     """Write a plugin package into ``dest/<dist>``; return its folder and the names."""
     names = plugin_names(name)
-    from .plugins import registries
+    from ..plugins.manager import registries
 
     if names["task"] in registries().tasks:   # installed, it would break every command
         raise SpecError(f"new-plugin: task {names['task']!r} is already registered by "
@@ -150,3 +152,40 @@ def new_plugin(name, dest=".", force=False):
                 fh.write(text)
             written.append(target)
     return root, names, sorted(written)
+
+
+@cli.command()
+@click.option("--task", "task_name", required=True, help="a registered task (see: taskbert tasks)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here (default: stdout)")
+@click.option("--force", is_flag=True, help="replace an existing file")
+@friendly
+def init(task_name, output, force):
+    """Write a commented starter spec for a task, every option with its default."""
+    from ..errors import SpecError
+    from ..io import atomic_write
+
+    text = init_spec(task_name)
+    if not output:
+        click.echo(text, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        raise SpecError(f"{output}: exists; pass --force to replace it")
+    atomic_write(output, text)
+    click.echo(f"wrote {output}; next: taskbert validate {output}", err=True)
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="folder to create the package in")
+@click.option("--force", is_flag=True, help="write into an existing, non-empty folder")
+@friendly
+def new_plugin_cmd(name, output, force):
+    """Write a plugin package NAME: pyproject with the entry point, a task module, a README
+    and a passing test."""
+
+    root, names, files = new_plugin(name, output, force)
+    for path in files:
+        click.echo(path)
+    click.echo(f"next: pip install -e '{root}[test]' && taskbert tasks && "
+               f"(cd {root} && python -m pytest -q)", err=True)

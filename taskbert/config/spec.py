@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 
 import yaml
 
-from .errors import SpecError, TaskbertError
+from ..errors import SpecError, TaskbertError
 from .schema import build
 
 
@@ -218,7 +218,7 @@ def spec_from_dict(raw, path="<spec>", registries=None):
         stem = os.path.splitext(os.path.basename(path))[0] if not path.startswith("<") else "run"
         spec = dataclasses.replace(spec, output=os.path.join(base, "runs", stem))
     if registries is None:
-        from .plugins import registries as _registries
+        from ..plugins.manager import registries as _registries
 
         registries = _registries()
     task_cls = registries.tasks.get(spec.task, where=f"{path}: task")

@@ -2,7 +2,7 @@
 
 import difflib
 
-from .errors import TaskbertError, UnknownNameError
+from ..errors import TaskbertError, UnknownNameError
 
 
 class Registry:

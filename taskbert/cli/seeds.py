@@ -11,8 +11,8 @@ import math
 import os
 import statistics
 
-from . import checkpoint as ckpt
-from .errors import SpecError
+from .. import io as tio
+from ..errors import SpecError
 
 SUMMARY_FILE = "seeds.json"
 #: bookkeeping numbers in the final metrics that are not measurements
@@ -56,7 +56,7 @@ def run_seeds(spec, n, resume=False, overwrite=False, echo=print):
     Each seed folder follows ``--resume``/``--overwrite`` on its own; with ``--resume``
     a seed whose folder has no checkpoint yet starts fresh.
     """
-    from .run import check_output, execute
+    from ..run import check_output, execute
 
     specs = seed_specs(spec, n)
     for s in specs:  # refuse before the first run trains, not after it
@@ -69,7 +69,7 @@ def run_seeds(spec, n, resume=False, overwrite=False, echo=print):
         runs[s.train.seed] = execute(s, resume=again, overwrite=overwrite)
     summary = {"seeds": [s.train.seed for s in specs],
                "runs": {str(seed): m for seed, m in runs.items()}, **summarize(runs)}
-    ckpt.atomic_json(os.path.join(spec.output, SUMMARY_FILE), summary)
+    tio.atomic_json(os.path.join(spec.output, SUMMARY_FILE), summary)
     return summary
 
 

@@ -6,6 +6,9 @@ only through the ``taskbert`` entry-point group. Two environment variables choos
 * ``TASKBERT_LOAD_PLUGINS=pkg_a,pkg_b`` loads only those entry points (empty: none);
 * ``TASKBERT_DISABLE_PLUGINS=name,...`` blocks plugins by name (built-in module names
   such as ``taskbert_plugins.pairs`` or entry-point names).
+
+``TASKBERT_TRACE_PLUGINS=1`` writes a line to stderr for every hook call: the hook, its
+argument names and the plugins it calls, in call order; and a line when a hook raised.
 """
 
 import difflib
@@ -16,8 +19,8 @@ from importlib import metadata
 
 import pluggy
 
+from ..errors import TaskbertError
 from . import hookspecs
-from .errors import TaskbertError
 from .registry import Registry
 
 DEFAULT_PLUGINS = (
@@ -135,7 +138,27 @@ def _create_manager():
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise TaskbertError(f"plugin {name!r} implements an unknown hook {attr!r}{hint}"
                             + _skip_hint(name)) from exc
+    if os.environ.get("TASKBERT_TRACE_PLUGINS", "") not in ("", "0"):
+        _trace_calls(pm)
     return pm
+
+
+def _trace_calls(pm):
+    """One stderr line per hook call (``TASKBERT_TRACE_PLUGINS``): pluggy calls the
+    implementations last-registered first, ``tryfirst``/``trylast`` aside."""
+    def name_of(impl):
+        return pm.get_name(impl.plugin) or impl.plugin_name
+
+    def before(hook_name, impls, kwargs):
+        order = ", ".join(name_of(i) for i in reversed(impls)) or "no plugin"
+        print(f"taskbert trace: {hook_name}({', '.join(kwargs)}) -> {order}", file=sys.stderr)
+
+    def after(outcome, hook_name, impls, kwargs):
+        if outcome.exception is not None:
+            print(f"taskbert trace: {hook_name} raised {type(outcome.exception).__name__}",
+                  file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
 
 
 def get_plugin_manager():
@@ -155,7 +178,7 @@ def reset():
 
 def _task_name(cls, owner):
     """The registry key of a Task class a plugin registers, or one line saying what is wrong."""
-    from .task import Task
+    from ..task import Task
 
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TaskbertError(f"plugin {owner!r} registered {cls!r} as a task: register takes a "

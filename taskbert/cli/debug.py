@@ -14,12 +14,16 @@ Loads the spec's splits and only the tokenizer (no weights), then reports per sp
 A problem the task's ``setup`` raises (e.g. an unseen label) is reported, not fatal.
 """
 
+import json
 from collections import Counter
 
-from .data import choose_format, read_examples
-from .encoder import check_encoder, load_tokenizer
-from .errors import TaskbertError
-from .plugins import registries
+import click
+
+from ..data.splits import choose_format, read_examples
+from ..encoder import check_encoder, load_tokenizer
+from ..errors import TaskbertError
+from ..plugins.manager import registries
+from .main import SET_HELP, cli, friendly
 
 UNLIMITED = 1_000_000  # "no max_length": longer than any real input
 SHOWN = 5              # locations listed per finding
@@ -162,3 +166,22 @@ def format_report(report, top=15):
     for problem in report["problems"]:
         out.append(f"problem: {problem}")
     return "\n".join(out)
+
+
+@cli.group()
+def debug():
+    """Look at a spec's data before training."""
+
+
+@debug.command("data")
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@friendly
+def debug_data_cmd(spec_file, overrides, as_json):
+    """Truncation by max_length, label distributions, labels unseen in train, invalid
+    BIO sequences and train/dev duplicates of a spec's data (loads only the tokenizer)."""
+    from ..config.spec import load_spec
+
+    report = debug_data(load_spec(spec_file, overrides))
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))

@@ -22,7 +22,10 @@ import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .errors import DataError
+import click
+
+from ..errors import DataError
+from .main import cli, friendly
 
 MAX_BYTES = 1_000_000
 MAX_INPUTS = 64
@@ -50,7 +53,7 @@ class Predictor:
             self._onnx = OnnxModel(path)
             self.task = self._onnx.task
         else:
-            from .predict import load_run
+            from ..predict import load_run
 
             self.backend = "torch"
             self._loaded = load_run(path)
@@ -60,7 +63,7 @@ class Predictor:
         """One prediction dict per example."""
         if self.backend == "onnxruntime":
             return self._onnx.predict(examples, self.batch_size)
-        from .predict import predict_examples
+        from ..predict import predict_examples
 
         return predict_examples(self._loaded, examples, self.batch_size)
 
@@ -220,3 +223,26 @@ def make_server(path, host="127.0.0.1", port=8000, max_bytes=MAX_BYTES, max_inpu
                 batch_size=64, quiet=False):
     """Load the model at ``path`` and bind the server (port 0 picks a free port)."""
     return PredictionServer((host, port), Predictor(path, batch_size), max_bytes, max_inputs, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-bytes", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              help="largest request body accepted")
+@click.option("--max-inputs", default=64, show_default=True, type=click.IntRange(min=1),
+              help="most inputs in one request")
+@click.option("--quiet", is_flag=True, help="no access log")
+@friendly
+def serve(run_dir, host, port, max_bytes, max_inputs, quiet):
+    """Serve predictions over HTTP: POST /predict {"inputs": [...]}, GET /health."""
+
+    server = make_server(run_dir, host, port, max_bytes, max_inputs, quiet=quiet)
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"serving {run_dir} ({server.predictor.task.name}, {server.predictor.backend}) on "
+               f"http://{bound_host}:{bound_port}  POST /predict  GET /health", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -23,8 +23,12 @@ import os
 import shutil
 import warnings
 
-from . import checkpoint as ckpt
-from .errors import RunError, SpecError
+import click
+
+from .. import io as tio
+from ..errors import RunError, SpecError
+from ..train import checkpoint as ckpt
+from .main import cli, friendly
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_FILE = "model.onnx"
@@ -64,9 +68,9 @@ def _graph(model, input_names, outputs):
 def sample_examples(run_dir, path=None, limit=32):
     """Examples for the parity check: from ``path`` (any input ``taskbert predict``
     reads) or else from the run's own validation, test or train file."""
-    from .data import choose_format, read_examples
-    from .plugins import registries
-    from .predict import find_model_folder, load_task, read_inputs
+    from ..data.splits import choose_format, read_examples
+    from ..plugins.manager import registries
+    from ..predict import find_model_folder, load_task, read_inputs
 
     task, info = load_task(find_model_folder(run_dir))
     if path:
@@ -134,8 +138,8 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     Returns the parity figures and the folder."""
     import torch
 
-    from .batching import collate
-    from .predict import load_run
+    from ..data.batching import collate
+    from ..predict import load_run
 
     if exporter not in EXPORTERS:
         raise SpecError(f"--exporter: {exporter!r} is not allowed; use {' or '.join(EXPORTERS)}")
@@ -149,7 +153,7 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     picked = [by_length[i * (len(rows) - 1) // 7] for i in range(8)] if len(rows) > 8 else by_length
     sample = collate(picked, loaded.tokenizer.pad_token_id or 0, loaded.task.pad_fields)
     names, outputs = _probe(loaded, sample)
-    tmp = ckpt.new_temp_folder(out_dir)
+    tmp = tio.new_temp_folder(out_dir)
     try:
         _write_graph(_graph(loaded.model, names, outputs), tuple(sample[n] for n in names), names,
                      outputs, os.path.join(tmp, ONNX_FILE), exporter, opset)
@@ -159,15 +163,15 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
             info = json.load(fh)
         info["onnx"] = {"file": ONNX_FILE, "inputs": names, "outputs": outputs, "opset": opset,
                         "exporter": exporter, "torch": torch.__version__}
-        ckpt.atomic_json(os.path.join(tmp, ckpt.TASK_FILE), info)
+        tio.atomic_json(os.path.join(tmp, ckpt.TASK_FILE), info)
         parity = compare(loaded, OnnxModel(tmp), examples)
         if parity["max_abs_diff"] > tolerance or parity["agreement"] < 1.0:
             raise RunError(f"export: ONNX Runtime and torch disagree on the sample "
                            f"(max |diff| {parity['max_abs_diff']:.2e}, tolerance {tolerance:g}; "
                            f"{parity['agreement']:.1%} of predictions equal); nothing written")
         info["onnx"]["parity"] = parity
-        ckpt.atomic_json(os.path.join(tmp, ckpt.TASK_FILE), info)
-        ckpt.swap_in(tmp, out_dir)
+        tio.atomic_json(os.path.join(tmp, ckpt.TASK_FILE), info)
+        tio.swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -199,7 +203,7 @@ def compare(loaded, onnx_model, examples):
     """Run torch and ONNX Runtime on ``examples``: the share of predictions whose
     non-float parts (labels, tags, spans) are equal, and the largest gap between the
     per-row results of the task's ``collect`` (unrounded probabilities or scores)."""
-    from .inference import run_inference
+    from ..inference import run_inference
 
     rows = _sample_rows(loaded, examples)
     ours, _ = run_inference(loaded.model, loaded.task, rows, 64,
@@ -226,8 +230,8 @@ class OnnxModel:
         require("onnxruntime")
         import onnxruntime as ort
 
-        from .encoder import load_tokenizer
-        from .predict import load_task
+        from ..encoder import load_tokenizer
+        from ..predict import load_task
 
         self.folder = folder
         self.task, self.info = load_task(folder)
@@ -247,7 +251,7 @@ class OnnxModel:
         """Per-row results of the task's ``collect`` for feature rows, in row order."""
         import torch
 
-        from .batching import collate, eval_batches
+        from ..data.batching import collate, eval_batches
 
         results = [None] * len(rows)
         pad_id = self.tokenizer.pad_token_id or 0
@@ -272,3 +276,23 @@ class OnnxModel:
 def is_export_folder(path):
     """True when ``path`` holds an ONNX export (``model.onnx`` and ``taskbert.json``)."""
     return os.path.exists(os.path.join(path, ONNX_FILE)) and os.path.exists(os.path.join(path, ckpt.TASK_FILE))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="folder (default: RUN_DIR/onnx)")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo",
+              show_default=True, help="torch.export-based (needs onnxscript) or the legacy tracer")
+@click.option("--sample", type=click.Path(dir_okay=False),
+              help="inputs for the parity check (default: the run's validation data)")
+@click.option("--opset", default=18, show_default=True, type=click.IntRange(min=14))
+@friendly
+def export(run_dir, fmt, output, exporter, sample, opset):
+    """Export the best model with its tokenizer and label map; check ONNX Runtime
+    against torch on a sample."""
+
+    require("onnx", "onnxruntime", *(("onnxscript",) if exporter == "dynamo" else ()))
+    result = export_onnx(run_dir, sample_examples(run_dir, sample), output, exporter, opset)
+    click.echo(f"wrote {result['folder']}: parity on {result['examples']} inputs: "
+               f"{result['agreement']:.0%} same predictions, max |diff| {result['max_abs_diff']:.2e}")

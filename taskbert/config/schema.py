@@ -15,8 +15,7 @@ import os
 import types
 import typing
 
-from .errors import SpecError
-
+from ..errors import SpecError
 
 _PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "booleans (true or false)"}
 

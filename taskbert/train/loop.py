@@ -21,14 +21,15 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from .. import io as tio
+from ..data.batching import collate, to_device, train_batches
+from ..errors import RunError, SpecError
+from ..inference import run_inference
+from ..task import batch_loss
 from . import checkpoint as ckpt
-from .batching import collate, to_device, train_batches
 from .checkpoint import rng_state, set_rng_state
 from .distributed import World
-from .inference import run_inference
-from .errors import RunError, SpecError
 from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
-from .task import batch_loss
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -328,10 +329,10 @@ class Trainer:
         self.history = [json.loads(ln) for ln in lines]
         self.world.barrier()  # every rank has read metrics.jsonl and the checkpoint
         if self.world.is_main:
-            ckpt.atomic_write(path, "".join(ln + "\n" for ln in lines))
+            tio.atomic_write(path, "".join(ln + "\n" for ln in lines))
             ckpt.discard_after(self.checkpoint_root, self.step)
-            ckpt.recover_folder(os.path.join(self.run_dir, "best"))
-            ckpt.remove_leftovers(self.run_dir)
+            tio.recover_folder(os.path.join(self.run_dir, "best"))
+            tio.remove_leftovers(self.run_dir)
         self.last_checkpoint = folder
         self._say(f"resumed from {folder} (step {self.step}, epoch {self.epoch + 1})")
 
@@ -357,7 +358,7 @@ class Trainer:
                     line["gold"] = gold
                 lines.append(json.dumps(line, ensure_ascii=False))
         if lines and self.world.is_main:
-            ckpt.atomic_write(os.path.join(self.run_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
+            tio.atomic_write(os.path.join(self.run_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
         if final:
             final.update(step=self.step, best_step=self.best_step, final=True)
             self.record(final)

@@ -1,0 +1,72 @@
+"""The ``taskbert`` command line (click).
+
+Exit codes: 0 ok, 1 a run that failed, 2 bad input (one line on stderr, no traceback).
+Plugins add commands through the ``taskbert_register_commands`` hook.
+"""
+
+import functools
+import os
+import sys
+
+import click
+
+from ..errors import TaskbertError
+
+SET_HELP = "override a spec value, e.g. --set train.lr=3e-5 (repeatable)"
+
+
+def friendly(fn):
+    """Turn TaskbertError into one line and its exit code; keep tracebacks for bugs."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TaskbertError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+class _Group(click.Group):
+    """The ``taskbert`` group: plugin commands join it on first lookup, so ``main()`` and a
+    test's ``CliRunner().invoke(cli, [...])`` see the same commands."""
+
+    plugins_added = False
+
+    def _plugin_commands(self):
+        if not self.plugins_added:
+            self.plugins_added = True
+            _add_plugin_commands()
+
+    def list_commands(self, ctx):
+        self._plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            self._plugin_commands()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="taskbert")
+def cli():
+    """Fine-tune pretrained BERT-style encoders for NLP tasks from YAML specs."""
+
+
+def _add_plugin_commands():
+    try:
+        from ..plugins.manager import get_plugin_manager
+
+        get_plugin_manager().hook.taskbert_register_commands(cli=cli)
+    except TaskbertError:  # a broken plugin must not hide the built-in commands: --help
+        pass               # still works; a command that needs the plugins stops with its line
+
+
+def main():
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli(prog_name="taskbert")

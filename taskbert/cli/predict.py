@@ -1,0 +1,63 @@
+"""``taskbert predict``: a trained run, model folder or ONNX export on an input file."""
+
+import json
+import os
+
+import click
+import yaml
+
+from ..errors import SpecError
+from .main import cli, friendly
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("input_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write jsonl here (default: stdout)")
+@click.option("--format", "fmt", help="reader for INPUT (default: .jsonl/.csv/.tsv by extension; else the "
+              "task's own format, e.g. CoNLL for token_classification, or plain text lines; 'text' = one input a line)")
+@click.option("--reader-option", "reader_opts", multiple=True, metavar="KEY=VALUE",
+              help="a reader option, its value read as YAML, e.g. 'label_column=null'; default: the run's "
+                   "data.reader_options when INPUT has the training data's format")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@friendly
+def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
+    """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
+    from ..data.splits import check_file
+    from ..io import atomic_write
+    from ..predict import (
+        find_model_folder,
+        input_format,
+        load_run,
+        load_task,
+        predict_examples,
+        read_inputs,
+        run_format,
+        run_reader_options,
+    )
+    from .export import OnnxModel, is_export_folder
+
+    task, info = load_task(find_model_folder(run_dir))  # check input before loading weights
+    guess = None if fmt else run_format(info, input_file)
+    chosen = input_format(input_file, task, fmt or guess)
+    options = run_reader_options(info, chosen, task)
+    for item in reader_opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--reader-option: expected KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    check_file(input_file, "INPUT")   # a missing file first, then any note on how it is read
+    if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
+        click.echo(f"note: reading {input_file} as {chosen} ({'the run' if guess else 'the task'}'s format); "
+                   f"--format text reads one input a line", err=True)
+    examples = read_inputs(input_file, task, chosen, reader_options=options)
+    if is_export_folder(run_dir):  # an ONNX export runs on ONNX Runtime
+        predictions = OnnxModel(run_dir).predict(examples, batch_size)
+    else:
+        predictions = predict_examples(load_run(run_dir), examples, batch_size)
+    text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    if output:
+        atomic_write(output, text)
+        click.echo(f"wrote {len(predictions)} predictions to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
