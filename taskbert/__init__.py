@@ -11,7 +11,7 @@ else from ``taskbert`` but :mod:`taskbert.testing`, the testing kit.
 * specs and errors: ``load_spec``, ``Spec`` and its parts, ``TaskbertError`` and its kinds;
 * running parts of a run from a plugin's own command: ``prepare`` (check a spec, read its
   data), ``load_encoder``, ``encode_split``, ``pick_device``, ``check_encoder``,
-  ``check_tokenizer``, ``load_tokenizer``, ``collate``, ``eval_batches``, ``friendly`` and
+  ``check_tokenizer``, ``load_tokenizer``, ``collate``, ``pad_id``, ``eval_batches``, ``friendly`` and
   ``SET_HELP`` (click commands with one-line errors and ``--set``);
 * files that are complete or absent: ``atomic_write``, ``atomic_json``, ``new_temp_folder``,
   ``temp_folder``, ``swap_in``, ``file_sha256``.
@@ -36,6 +36,7 @@ _LAZY = {
     "prepare": "run", "load_encoder": "run", "encode_split": "data.splits", "file_sha256": "data.splits",
     "pick_device": "train.optim", "check_encoder": "encoder", "check_tokenizer": "encoder",
     "load_tokenizer": "encoder", "collate": "data.batching", "eval_batches": "data.batching",
+    "pad_id": "data.batching",
     "friendly": "cli.main", "SET_HELP": "cli.main", "atomic_write": "io", "atomic_json": "io",
     "new_temp_folder": "io", "temp_folder": "io", "swap_in": "io",
 }

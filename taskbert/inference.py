@@ -22,7 +22,7 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                         disable=None if world is None or world.is_main else True):
-            batch = task.prepare_batch(to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields),
+            batch = task.prepare_batch(to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields, task.vector_fields),
                                                      device), training=False)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = model(batch)

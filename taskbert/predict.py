@@ -47,13 +47,13 @@ def load_task(folder):
 def load_run(path):
     """Restore task, encoder, head and tokenizer from a run or model folder."""
     from .encoder import load_model, load_tokenizer
-    from .task import TaskModel
+    from .task import TaskModel, build_head_for
 
     folder = find_model_folder(path)
     task, info = load_task(folder)
     encoder = load_model(folder)
     tokenizer = load_tokenizer(folder)
-    head = task.build_head(encoder)
+    head = build_head_for(task, encoder, tokenizer)
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     ckpt.load_head_state(folder, head, info.get("encoder_prefix", "bert"))
     ckpt.load_encoder_state(folder, model)
@@ -119,6 +119,7 @@ def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
 
 def predict_examples(loaded, examples, batch_size=64):
     """One prediction dict per example."""
+    from .data.batching import pad_id
     from .inference import run_inference
     from .train.optim import pick_device
 
@@ -132,6 +133,5 @@ def predict_examples(loaded, examples, batch_size=64):
     rows = loaded.task.encode_all(examples, loaded.tokenizer, loaded.max_length)
     for i, row in enumerate(rows):
         row["feature_index"] = i
-    pad_id = loaded.tokenizer.pad_token_id or 0
-    results, _ = run_inference(loaded.model, loaded.task, rows, batch_size, pad_id, device)
+    results, _ = run_inference(loaded.model, loaded.task, rows, batch_size, pad_id(loaded.tokenizer), device)
     return loaded.task.decode(results, rows, examples)

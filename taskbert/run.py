@@ -72,7 +72,9 @@ def check_output(spec, resume=False, overwrite=False):
     out = spec.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
-    inputs = [("the spec", spec.path)] + [(f"data.{k}", p) for k, p in spec.data.splits().items()]
+    own_spec = resume and spec.path and os.path.abspath(spec.path) == os.path.abspath(os.path.join(out, "spec.yaml"))
+    inputs = [] if own_spec else [("the spec", spec.path)]   # --resume may read the run's own copy
+    inputs += [(f"data.{k}", p) for k, p in spec.data.splits().items()]
     local_model = os.path.join(os.path.dirname(spec.path or "."), spec.encoder.model)
     if os.path.isdir(local_model):
         inputs.append(("encoder.model", local_model))
@@ -108,6 +110,14 @@ def _flat(d, prefix=""):
     return out
 
 
+def _yaml_value(value):
+    """``value`` as ``--set`` reads it (YAML flow style, one line)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
+    return text[:-4].strip() if text.endswith("\n...") or text.endswith("...") else text
+
+
 def check_resume(spec):
     """``--resume`` needs a complete checkpoint, the same spec (but for the keys in
     ``RESUME_FREE_KEYS``) and the same data bytes as the run being continued."""
@@ -129,10 +139,16 @@ def check_resume(spec):
         raise SpecError(f"--resume: {saved_path} is unreadable ({exc.__class__.__name__}); "
                         f"start the run again with --overwrite") from exc
     now = _flat(spec.to_dict())
-    for key in sorted(set(saved) | set(now)):
-        if not key.startswith(RESUME_FREE_KEYS) and saved.get(key) != now.get(key):
-            raise SpecError(f"--resume: {key} is {now.get(key)!r} but the run in {out} used "
-                            f"{saved.get(key)!r}; resume with {saved_path} or start over with --overwrite")
+    differ = [k for k in sorted(set(saved) | set(now))
+              if not k.startswith(RESUME_FREE_KEYS) and saved.get(k) != now.get(k)]
+    if differ:
+        key = differ[0]
+        flags = " ".join(f"--set {k}={_yaml_value(saved.get(k))}" for k in differ if k in saved)
+        same = f"pass {flags} as the run did, " if flags and len(flags) < 200 else ""
+        more = f" (and {len(differ) - 1} more keys differ)" if len(differ) > 1 else ""
+        raise SpecError(f"--resume: {key} is {now.get(key)!r} but the run in {out} used {saved.get(key)!r}"
+                        f"{more}; {same}resume with the run's own spec ({saved_path}) or start over "
+                        f"with --overwrite")
     try:
         with open(os.path.join(out, "manifest.json"), encoding="utf-8") as fh:
             hashes = {k: v["sha256"] for k, v in json.load(fh).get("data", {}).items()}
@@ -293,7 +309,7 @@ def _check_steps(spec, n_rows):
 def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
-    from .task import TaskModel
+    from .task import TaskModel, add_task_tokens, build_head_for
     from .train.loop import Trainer
     from .train.optim import seed_everything
 
@@ -301,7 +317,8 @@ def _train(spec, prepared, world, resume, overwrite):
     hook = get_plugin_manager().hook
     seed_everything(spec.train.seed)
     encoder, tokenizer = load_encoder(spec, hook)
-    head = task.build_head(encoder)
+    add_task_tokens(task, tokenizer, encoder)
+    head = build_head_for(task, encoder, tokenizer)
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
             for split, exs in examples.items()}

@@ -13,6 +13,7 @@ give it a ``name`` and an ``Options`` dataclass, and register it through the
     predictions + examples --score--> metrics
 """
 
+import inspect
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -40,8 +41,12 @@ class Task:
     default_metric: ClassVar[str] = "loss"
     #: metric names (besides ``loss``) where smaller is better
     lower_is_better: ClassVar[tuple] = ("loss", "perplexity")
-    #: per-token fields besides input_ids/token_type_ids, with their padding value
-    pad_fields: ClassVar[dict] = {"labels": -100}
+    #: per-token fields besides input_ids/token_type_ids (a list as long as the row's
+    #: input_ids), with their padding value: ``{"labels": -100}`` for a tagger; none by default
+    pad_fields: ClassVar[dict] = {}
+    #: per-row fixed-size numeric fields (a list of numbers, the same length in every row)
+    #: that a batch stacks into one ``(rows, size)`` tensor, e.g. a multi-label target
+    vector_fields: ClassVar[tuple] = ()
     #: architecture name written to ``best/config.json`` so plain transformers loads it
     hf_architecture: ClassVar[Optional[str]] = None
     #: the data format used for files whose extension says nothing (e.g. ``conll``)
@@ -109,8 +114,9 @@ class Task:
         """Return a list of feature rows (dicts) for one example.
 
         Every row needs ``input_ids`` (list of int); ``token_type_ids`` and fields named
-        in ``pad_fields`` are padded per batch; ints and floats become tensors; any other
-        value stays a Python list in the batch (use it for offsets and bookkeeping).
+        in ``pad_fields`` are padded per batch; ints and floats become tensors, and so do the
+        lists of numbers named in ``vector_fields``; any other value stays a Python list in
+        the batch (use it for offsets and bookkeeping).
         A task that overrides only :meth:`encode_all` gets this method for free.
         """
         if type(self).encode_all is Task.encode_all:
@@ -130,9 +136,22 @@ class Task:
                 rows.append(row)
         return rows
 
+    def added_tokens(self):
+        """Tokens to add to the tokenizer before anything is encoded (markers such as
+        ``"[E1]"``): added as special tokens, so never split; the core grows the encoder's
+        embeddings to match (new rows randomly initialised, then trained), and ``best/`` saves
+        the grown tokenizer and embeddings, so ``predict`` and plain transformers see them.
+        Called after :meth:`setup`. The default adds none."""
+        return []
+
     # ---------------------------------------------------------------- model
-    def build_head(self, encoder):
-        """Return the :class:`taskbert.Head` for this encoder (``encoder.config`` has sizes)."""
+    def build_head(self, encoder, tokenizer=None):
+        """Return the :class:`taskbert.Head` for this encoder (``encoder.config`` has sizes).
+
+        Called after :meth:`setup` and :meth:`added_tokens`, before any :meth:`encode`; the
+        tokenizer (with the added tokens) is passed when the method takes a ``tokenizer``
+        argument, e.g. for the id of a marker token: ``def build_head(self, encoder,
+        tokenizer)``. ``def build_head(self, encoder)`` is called without it."""
         raise NotImplementedError
 
     def prepare_batch(self, batch, training):
@@ -199,6 +218,26 @@ class Task:
     def greater_is_better(self, metric):
         """Whether a larger value of ``metric`` is better."""
         return metric.split("/")[-1] not in self.lower_is_better
+
+
+def build_head_for(task, encoder, tokenizer):
+    """``task.build_head`` with the tokenizer when its signature takes one."""
+    if "tokenizer" in inspect.signature(task.build_head).parameters:
+        return task.build_head(encoder, tokenizer=tokenizer)
+    return task.build_head(encoder)
+
+
+def add_task_tokens(task, tokenizer, encoder=None):
+    """Add ``task.added_tokens()`` to the tokenizer (special: never split) and grow the
+    encoder's input embeddings to the tokenizer's size; the number of tokens added."""
+    tokens = list(task.added_tokens() or [])
+    if isinstance(task.added_tokens(), str) or not all(isinstance(t, str) and t for t in tokens):
+        raise RunError(f"task {task.name!r}: added_tokens must return a list of non-empty strings, "
+                       f"got {task.added_tokens()!r}")
+    added = tokenizer.add_tokens(tokens, special_tokens=True) if tokens else 0
+    if encoder is not None and len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
+        encoder.resize_token_embeddings(len(tokenizer))
+    return added
 
 
 def whole_encoder(encoder, batch, positions=None):

@@ -21,7 +21,7 @@ import click
 
 from ..data.splits import choose_format, read_examples
 from ..encoder import check_encoder, load_tokenizer
-from ..errors import TaskbertError
+from ..errors import RunError, TaskbertError
 from ..plugins.manager import registries
 from .main import SET_HELP, cli, friendly
 
@@ -53,6 +53,15 @@ def _input_keys(task, examples, tokenizer):
     return [tuple(k) for k in keys]
 
 
+def _labels_of(task, example):
+    labels = task.label_list(example)
+    if labels is not None and (isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple))
+                               or not all(isinstance(lab, str) for lab in labels)):
+        raise RunError(f"task {task.name!r}: label_list must return a list of label strings or None, "
+                       f"got {type(labels).__name__} {str(labels)[:60]!r}")
+    return labels
+
+
 def debug_data(spec):
     """The findings as a dict (see ``format_report`` for the text form)."""
     regs = registries()
@@ -79,7 +88,7 @@ def debug_data(spec):
                                                                             spec.encoder.max_length).items()}
         except Exception as exc:  # a task that cannot encode here must not hide the rest
             report["problems"].append(f"{split}: truncation not measured: {type(exc).__name__}: {exc}")
-        per_example = [task.label_list(ex) for ex in exs]
+        per_example = [_labels_of(task, ex) for ex in exs]
         counts = Counter(lab for labs in per_example if labs for lab in labs)
         if counts:
             labels[split] = counts

@@ -138,7 +138,7 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     Returns the parity figures and the folder."""
     import torch
 
-    from ..data.batching import collate
+    from ..data.batching import collate, pad_id
     from ..predict import load_run
 
     if exporter not in EXPORTERS:
@@ -151,7 +151,7 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     # data allows: a trace of an all-ones mask could bake in a no-padding shortcut
     by_length = sorted(rows, key=lambda r: len(r["input_ids"]))
     picked = [by_length[i * (len(rows) - 1) // 7] for i in range(8)] if len(rows) > 8 else by_length
-    sample = collate(picked, loaded.tokenizer.pad_token_id or 0, loaded.task.pad_fields)
+    sample = collate(picked, pad_id(loaded.tokenizer), loaded.task.pad_fields, loaded.task.vector_fields)
     names, outputs = _probe(loaded, sample)
     tmp = tio.new_temp_folder(out_dir)
     try:
@@ -203,11 +203,12 @@ def compare(loaded, onnx_model, examples):
     """Run torch and ONNX Runtime on ``examples``: the share of predictions whose
     non-float parts (labels, tags, spans) are equal, and the largest gap between the
     per-row results of the task's ``collect`` (unrounded probabilities or scores)."""
+    from ..data.batching import pad_id
     from ..inference import run_inference
 
     rows = _sample_rows(loaded, examples)
     ours, _ = run_inference(loaded.model, loaded.task, rows, 64,
-                            loaded.tokenizer.pad_token_id or 0, _device("cpu"))
+                            pad_id(loaded.tokenizer), _device("cpu"))
     theirs = onnx_model.run_rows(rows)
     gap = max((abs(x - y) for x, y in zip(_numbers(ours), _numbers(theirs))), default=0.0)
     a = loaded.task.decode(ours, rows, examples)
@@ -251,12 +252,12 @@ class OnnxModel:
         """Per-row results of the task's ``collect`` for feature rows, in row order."""
         import torch
 
-        from ..data.batching import collate, eval_batches
+        from ..data.batching import collate, eval_batches, pad_id
 
         results = [None] * len(rows)
-        pad_id = self.tokenizer.pad_token_id or 0
+        pad = pad_id(self.tokenizer)
         for idx in eval_batches([len(r["input_ids"]) for r in rows], batch_size):
-            batch = collate([rows[i] for i in idx], pad_id, self.task.pad_fields)
+            batch = collate([rows[i] for i in idx], pad, self.task.pad_fields, self.task.vector_fields)
             feed = {n: batch[n].numpy() if n in batch else torch.zeros_like(batch["input_ids"]).numpy()
                     for n in self.inputs}
             values = self.session.run(self.outputs, feed)

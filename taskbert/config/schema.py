@@ -6,7 +6,13 @@ values outside a ``Literal``, and per-field checks given in ``field(metadata=...
 
 * ``metadata={"path": True}``: a relative path is resolved against the spec's folder;
 * ``metadata={"min": 0, "max": 1}`` / ``{"gt": 0}``: numeric bounds;
-* ``metadata={"help": "..."}``: one-line description shown by ``taskbert init``.
+* ``metadata={"choices": ("a", "b")}``: the allowed values (a ``Literal`` type says the same
+  and shows them in ``taskbert init``);
+* ``metadata={"help": "..."}``: one-line description shown by ``taskbert init``;
+* ``metadata={"internal": True}``: not a spec key (set by the task itself).
+
+Any other metadata key is refused when the plugin registers its task (a misspelt ``"mni"``
+would otherwise check nothing): :func:`check_metadata`.
 """
 
 import dataclasses
@@ -107,6 +113,32 @@ def _convert(value, tp, where, ctx):
     raise SpecError(f"{ctx['file']}: {where}: expected {_type_name(tp)}, got {value!r}")
 
 
+METADATA_KEYS = ("help", "min", "max", "gt", "choices", "path", "internal")
+
+
+def check_metadata(cls):
+    """``None``, or one line naming the first ``field(metadata=...)`` key of dataclass ``cls``
+    that this module does not act on, or a ``choices`` that is not a list of values."""
+    for f in dataclasses.fields(cls):
+        unknown = [k for k in f.metadata if k not in METADATA_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), METADATA_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return (f"{cls.__qualname__}.{f.name}: metadata key {unknown[0]!r} does nothing{hint}; "
+                    f"known: {', '.join(METADATA_KEYS)}")
+        choices = f.metadata.get("choices")
+        if choices is not None and (isinstance(choices, (str, bytes, dict)) or not hasattr(choices, "__iter__")):
+            return f"{cls.__qualname__}.{f.name}: metadata 'choices' must be a list or tuple of values, got {choices!r}"
+    return None
+
+
+def _check_choices(value, meta, where, ctx):
+    choices = meta.get("choices")
+    if choices is not None and value not in list(choices):
+        raise SpecError(f"{ctx['file']}: {where}: {value!r} is not allowed; choose one of: "
+                        f"{', '.join(repr(c) for c in choices)}")
+
+
 def _check_bounds(value, meta, where, ctx):
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
@@ -146,6 +178,7 @@ def build(cls, data, where, ctx):
             continue
         value = _convert(data[name], hints[name], path, ctx)
         _check_bounds(value, f.metadata, path, ctx)
+        _check_choices(value, f.metadata, path, ctx)
         if f.metadata.get("path") and isinstance(value, str) and ctx.get("base"):
             value = os.path.normpath(os.path.join(ctx["base"], os.path.expanduser(value)))
         kwargs[name] = value

@@ -10,6 +10,8 @@ import random
 
 import torch
 
+from ..errors import RunError
+
 
 def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50):
     """Index lists for one training epoch: shuffled, bucketed by length."""
@@ -32,12 +34,18 @@ def eval_batches(lengths, batch_size):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(rows, pad_id, pad_fields):
+def pad_id(tokenizer):
+    """The id that pads ``input_ids``: the tokenizer's pad token, else 0."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def collate(rows, pad_id, pad_fields, vector_fields=()):
     """Pad and stack a list of feature rows into a batch dict.
 
     ``input_ids`` pads with ``pad_id``, ``token_type_ids`` with 0, fields in
-    ``pad_fields`` with their value; ``attention_mask`` is built here. Ints and floats
-    become tensors; other values stay Python lists.
+    ``pad_fields`` (per-token lists) with their value; ``attention_mask`` is built here.
+    Ints and floats become tensors, and so do the fixed-size lists of numbers named in
+    ``vector_fields`` (``(rows, size)``); other values stay Python lists.
     """
     width = max(len(r["input_ids"]) for r in rows)
     n = len(rows)
@@ -51,6 +59,10 @@ def collate(rows, pad_id, pad_fields):
         if key == "input_ids":
             continue
         if key == "token_type_ids" or key in pad_fields:
+            if not isinstance(value, (list, tuple)):
+                raise RunError(f"feature field {key!r} is in the task's pad_fields (per-token lists, "
+                               f"padded per batch) but a row holds {type(value).__name__} {value!r}: "
+                               f"a per-example number needs no pad_fields entry")
             fill = 0 if key == "token_type_ids" else pad_fields[key]
             sample = next((r[key] for r in rows if len(r[key])), [0])
             dtype = torch.float if isinstance(sample[0], float) else torch.long
@@ -58,6 +70,8 @@ def collate(rows, pad_id, pad_fields):
             for i, r in enumerate(rows):
                 t[i, :len(r[key])] = torch.tensor(r[key], dtype=dtype)
             batch[key] = t
+        elif key in vector_fields:
+            batch[key] = _stack_vectors(key, [r[key] for r in rows])
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             batch[key] = [r[key] for r in rows]
         elif isinstance(value, int):
@@ -65,6 +79,15 @@ def collate(rows, pad_id, pad_fields):
         else:
             batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.float)
     return batch
+
+
+def _stack_vectors(key, values):
+    sizes = {len(v) if isinstance(v, (list, tuple)) else None for v in values}
+    if None in sizes or len(sizes) != 1:
+        raise RunError(f"feature field {key!r} is in the task's vector_fields (one list of numbers of "
+                       f"the same length per row) but rows hold sizes {sorted(sizes, key=str)}")
+    floats = any(isinstance(x, float) for v in values for x in v)
+    return torch.tensor(values, dtype=torch.float if floats else torch.long)
 
 
 def to_device(batch, device):

@@ -11,6 +11,7 @@ only through the ``taskbert`` entry-point group. Two environment variables choos
 argument names and the plugins it calls, in call order; and a line when a hook raised.
 """
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -20,6 +21,7 @@ from importlib import metadata
 import pluggy
 
 from ..errors import TaskbertError
+from ..config.schema import check_metadata
 from . import hookspecs
 from .registry import Registry
 
@@ -186,6 +188,9 @@ def _task_name(cls, owner):
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise TaskbertError(f"plugin {owner!r} registered task class {cls.__name__} without a "
                             f"name: set the class attribute name = '...'" + _skip_hint(owner))
+    problem = check_metadata(cls.Options) if dataclasses.is_dataclass(cls.Options) else None
+    if problem:
+        raise TaskbertError(f"plugin {owner!r}, task {cls.name!r}: {problem}" + _skip_hint(owner))
     return cls.name
 
 

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import io as tio
-from ..data.batching import collate, to_device, train_batches
+from ..data.batching import collate, pad_id, to_device, train_batches
 from ..errors import RunError, SpecError
 from ..inference import run_inference
 from ..task import batch_loss
@@ -80,7 +80,7 @@ class Trainer:
         self.window = new_window()
         self.checkpoint_root = os.path.join(run_dir, "checkpoint")
         self.last_checkpoint = None
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id(tokenizer)
 
     # ------------------------------------------------------------------ the loop
     def train(self):
@@ -129,7 +129,7 @@ class Trainer:
 
     def _probe(self):
         """One forward and backward pass on two rows, without dropout (see World.wrap)."""
-        batch = to_device(collate(self.rows["train"][:2], self.pad_id, self.task.pad_fields), self.device)
+        batch = to_device(collate(self.rows["train"][:2], self.pad_id, self.task.pad_fields, self.task.vector_fields), self.device)
         self.model.eval()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
@@ -143,7 +143,7 @@ class Trainer:
         mine = self.world.shard(ids)
         # a rank left without rows still runs one, weighted 0, so DDP's all-reduce matches
         rows = [self.rows["train"][i] for i in (mine or ids[:1])]
-        batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, self.task.pad_fields), self.device),
+        batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, self.task.pad_fields, self.task.vector_fields), self.device),
                                         training=True)
         weight = len(mine) * self.world.world / len(ids)  # exactly 1.0 for one process
         with self.world.no_sync(self.train_model, sync):

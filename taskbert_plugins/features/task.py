@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert import atomic_json, check_encoder, file_sha256
+from taskbert import atomic_json, check_encoder, file_sha256, pad_id
 from taskbert_plugins.classification import (
     ClassificationOptions,
     SentenceClassification,
@@ -146,13 +146,13 @@ class FeatureTask:
         root = self.options.cache_dir or fc.default_cache_dir()
         fingerprints = {"weights": fc.weights_fingerprint(encoder),
                         "tokenizer": fc.tokenizer_fingerprint(tokenizer)}
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = pad_id(tokenizer)
         out = {}
         for split, rows in rows_by_split.items():
             key = self.cache_key(spec, split, rows, fingerprints)
             out[split] = fc.ensure_store(root, key, lambda folder, rows=rows, key=key: fc.build_store(
                 folder, key, encoder, rows, self.layer_ids, self.pool_mode(),
-                self.options.extract_batch_size, pad_id, self.pad_fields, device,
+                self.options.extract_batch_size, pad, self.pad_fields, device,
                 self.options.cache_dtype), log)
         return out
 

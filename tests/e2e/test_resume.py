@@ -132,3 +132,29 @@ def test_crash_between_log_line_and_checkpoint_then_resume(tmp_path, tiny_encode
         execute(spec)
     execute(spec, resume=True)
     assert_same_run(spec.output, reference, f"(crash at step {crash_step})")
+
+
+def test_resume_advice_after_set_leads_to_the_same_run(tmp_path, tiny_encoder, data, reference):
+    """A run started with --set, resumed without it, is refused with advice; each way it
+    offers (the same --set, or the run's own spec.yaml) resumes to the uninterrupted run."""
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+
+    spec_file = resume_spec(str(tmp_path), tiny_encoder, data, lr=1e-3)   # the spec says 1e-3
+    original = load_spec(spec_file, ["train.lr=0.02"])                   # the run used 0.02
+    with crash_at(20), pytest.raises(Crash):
+        execute(original)
+    refused = CliRunner().invoke(cli, ["run", spec_file, "--resume"])
+    assert refused.exit_code == 2
+    message = refused.output.strip().splitlines()[-1]
+    saved = os.path.join(original.output, "spec.yaml")
+    assert "pass --set train.lr=0.02 as the run did" in message and saved in message, message
+    resumed = CliRunner().invoke(cli, ["run", saved, "--resume"])    # the run's own copy
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(original.output, reference, "(resumed with the run's own spec)")
+    with crash_at(20), pytest.raises(Crash):
+        execute(original, overwrite=True)
+    with_set = CliRunner().invoke(cli, ["run", spec_file, "--resume", "--set", "train.lr=0.02"])
+    assert with_set.exit_code == 0, with_set.output
+    assert_same_run(original.output, reference, "(resumed with the same --set)")
