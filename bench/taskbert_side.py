@@ -199,7 +199,7 @@ def predict_taskbert(run_dir: str, texts: list[str], batch_size: int = 32, warmu
     """
     import torch
 
-    from taskbert.predict import load_run, predict_examples
+    from taskbert.cli.runs import load_run, predict_examples
 
     t0 = time.perf_counter()
     loaded = load_run(run_dir)

@@ -55,8 +55,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
 
     from taskbert.data.batching import collate, train_batches
     from taskbert.data.splits import encode_split
-    from taskbert.plugins import get_plugin_manager
-    from taskbert.run import prepare
+    from taskbert.run import load_encoder, prepare
     from taskbert.config.spec import load_spec
     from taskbert.task import TaskModel
     from taskbert.train.optim import build_optimizer, clipped_step, seed_everything
@@ -67,7 +66,7 @@ def time_pass_and_head(path, overrides, epochs=10, repeats=3):
         torch.set_num_threads(spec.train.threads)
     task, examples = (p := prepare(spec)).task, p.examples
     seed_everything(spec.train.seed)
-    encoder, tokenizer = get_plugin_manager().hook.taskbert_load_encoder(spec=spec)
+    encoder, tokenizer = load_encoder(spec, p.source)
     model = TaskModel(encoder, task.build_head(encoder), train_encoder=task.trainable_encoder())
     rows = encode_split(task, examples["train"], tokenizer, spec.encoder.max_length)
     pad_id = tokenizer.pad_token_id or 0

@@ -1,7 +1,9 @@
 """Pretrained encoders and tokenizers: Hugging Face ids, local folders, packaged aliases.
 
-This module is also the built-in plugin behind the ``taskbert_load_encoder`` hook
-(``trylast``, so another plugin can serve its own model source first).
+A spec's encoder comes from one :class:`EncoderSource`, asked for through the
+``taskbert_encoder_source`` hook: this module's :class:`PretrainedSource` is the built-in one
+(``trylast``, so another plugin can serve its own model source first). The source checks the
+encoder before any data is read and loads it later, once, from what it checked.
 
 Offline: when ``HF_HUB_OFFLINE`` or ``TASKBERT_OFFLINE`` is set, nothing is fetched;
 only local folders, packaged models and the local Hugging Face cache are used.
@@ -64,8 +66,8 @@ def _spec_folder(spec):
 def check_encoder(spec):
     """Cheap checks before weights load: the folder has a config and a tokenizer, and
     ``max_length`` fits the model's positions; offline, a hub id must be in the local cache.
-    Returns the resolved model and tokenizer paths or ids. Not called for an encoder a
-    plugin claims (``taskbert_claims_encoder``)."""
+    Returns the resolved model and tokenizer paths or ids (:class:`PretrainedSource` calls it
+    once per command)."""
     enc = spec.encoder
     path = resolve_model(enc.model, _spec_folder(spec))
     if os.path.isdir(path):
@@ -179,8 +181,114 @@ def load_model(name, spec_encoder=None):
         return AutoModel.from_pretrained(name, **kwargs)
 
 
+#: per architecture, the config key its own ``*For*`` head reads its dropout from, by head kind
+HEAD_DROPOUT_KEYS = {
+    "distilbert": {"sequence": "seq_classif_dropout", "token": "dropout", "qa": "qa_dropout"},
+    "deberta": {"sequence": "cls_dropout"}, "deberta-v2": {"sequence": "cls_dropout"},
+}
+
+
+def head_dropout(config, kind="sequence"):
+    """The dropout before a task head (``kind``: ``sequence``, ``token`` or ``qa``) that the
+    architecture's own ``*For*`` model uses: its own key (DistilBERT's ``seq_classif_dropout``
+    ...), else ``classifier_dropout`` when set (0.0 counts), else ``hidden_dropout_prob``, else 0.1."""
+    own = HEAD_DROPOUT_KEYS.get(getattr(config, "model_type", None), {}).get(kind)
+    for key in (own, "classifier_dropout", "hidden_dropout_prob", "dropout"):
+        value = getattr(config, key, None) if key else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.1
+
+
+def first_line(exc):
+    """An exception's first line (transformers' messages run to paragraphs)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def encoder_source(spec, hook=None):
+    """The :class:`EncoderSource` of ``spec.encoder``: the first plugin's answer to
+    ``taskbert_encoder_source`` (the built-in :class:`PretrainedSource` answers last)."""
+    from .plugins.manager import get_plugin_manager
+
+    source = (hook or get_plugin_manager().hook).taskbert_encoder_source(spec=spec)
+    if source is None:
+        raise SpecError(f"encoder.model: no plugin serves {spec.encoder.model!r}; use a Hugging "
+                        f"Face id, a saved model folder or a packaged alias ({', '.join(ALIASES)})")
+    return source
+
+
+class EncoderSource:
+    """Where a spec's encoder comes from: checked before any data is read, loaded once.
+
+    A plugin with a model source of its own (a model store, an encoder built from scratch)
+    returns one from ``taskbert_encoder_source``. The core calls, each at most once per command:
+    :meth:`check` (``validate`` and ``run``, before data is read), :meth:`tokenizer` and
+    :meth:`config` (only for a task that checks its encoding, and for ``debug data``), then
+    :meth:`load` (``run``, after the data is read).
+    """
+
+    #: what the encoder is, for messages and cache keys (a resolved folder, a hub id)
+    name = ""
+
+    def check(self):
+        """Cheap checks of ``spec.encoder``, no weights: raise ``SpecError`` naming the key."""
+
+    def tokenizer(self):
+        """The fast tokenizer without the weights, or None when there is none before
+        :meth:`load` (then the tasks' encoding checks are skipped)."""
+        return None
+
+    def config(self):
+        """The encoder's ``transformers`` config without the weights (or None)."""
+        return None
+
+    def load(self):
+        """``(encoder, tokenizer)``: the encoder an ``nn.Module`` with a transformers
+        config (``predict`` rebuilds it with ``AutoModel`` from ``best/``)."""
+        raise NotImplementedError
+
+
+class PretrainedSource(EncoderSource):
+    """A packaged alias, a saved model folder or a Hugging Face id (the built-in source)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.name = spec.encoder.model
+        self._paths = None
+        self._tokenizer = None
+
+    def check(self):
+        if self._paths is None:
+            self._paths = check_encoder(self.spec)
+            self.name = self._paths[0]
+        return self._paths
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            tok_path = self.check()[1]
+            self._tokenizer = self._loading("encoder.tokenizer", tok_path,
+                                            lambda: load_tokenizer(tok_path, self.spec.encoder))
+        return self._tokenizer
+
+    def config(self):
+        from transformers import AutoConfig
+
+        enc, model_path = self.spec.encoder, self.check()[0]
+        return self._loading("encoder.model", model_path, lambda: AutoConfig.from_pretrained(
+            model_path, local_files_only=offline(), revision=enc.revision, trust_remote_code=enc.trust_remote_code))
+
+    def _loading(self, key, name, load):
+        try:
+            return load()
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{self.spec.path}: {key}: cannot load {name!r}: {first_line(exc)}") from exc
+
+    def load(self):
+        model_path, _ = self.check()
+        return load_model(model_path, self.spec.encoder), self.tokenizer()
+
+
 @hookimpl(trylast=True)
-def taskbert_load_encoder(spec):
-    """Built-in loader: packaged alias, local folder, or Hugging Face id."""
-    path, tok = check_encoder(spec)
-    return load_model(path, spec.encoder), load_tokenizer(tok, spec.encoder)
+def taskbert_encoder_source(spec):
+    """The built-in source: packaged alias, local folder, or Hugging Face id."""
+    return PretrainedSource(spec)

@@ -4,7 +4,7 @@ put back in row order; shared out across the processes of a distributed run."""
 import torch
 from tqdm.auto import tqdm
 
-from .data.batching import collate, eval_batches, to_device
+from .data.batching import EvalLoader
 
 
 def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting",
@@ -13,17 +13,14 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
     row order, mean loss or None). With a distributed ``world`` each rank runs every W-th
     batch and the results are gathered by row index, so no row is run or counted twice."""
     results = [None] * len(rows)
-    lengths = [len(r["input_ids"]) for r in rows]
-    batches = eval_batches(lengths, batch_size)
     shared = world is not None and world.enabled
-    if shared:
-        batches = batches[world.rank::world.world]
+    loader = EvalLoader(rows, batch_size, pad_id, task.pad_fields, task.vector_fields, device,
+                        part=(world.rank, world.world) if shared else None)
     total_loss, n_loss = 0.0, 0
     with torch.inference_mode():
-        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                        disable=None if world is None or world.is_main else True):
-            batch = task.prepare_batch(to_device(collate([rows[i] for i in idx], pad_id, task.pad_fields, task.vector_fields),
-                                                     device), training=False)
+        for idx, batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                               disable=None if world is None or world.is_main else True):
+            batch = task.prepare_batch(batch, training=False)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = model(batch)
             loss = out.get("loss")   # the head's, when the rows carry labels
@@ -33,7 +30,7 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
             for i, res in zip(idx, task.collect(out, batch)):
                 results[i] = res
     if shared:
-        parts = world.gather(([(i, results[i]) for idx in batches for i in idx], total_loss, n_loss))
+        parts = world.gather(([(i, results[i]) for idx in loader.batches for i in idx], total_loss, n_loss))
         total_loss, n_loss = 0.0, 0
         for pairs, part_loss, part_n in parts:
             for i, res in pairs:

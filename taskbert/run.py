@@ -19,7 +19,7 @@ import time
 from . import __version__
 from . import io as tio
 from .data.splits import encode_split, file_sha256, load_splits
-from .encoder import check_encoder
+from .encoder import encoder_source, first_line
 from .errors import DataError, SpecError
 from .plugins.manager import get_plugin_manager, registries
 from .task import Task
@@ -27,10 +27,12 @@ from .train import checkpoint as ckpt
 
 
 class Prepared:
-    """What ``prepare`` found: the task instance, the examples and any warnings."""
+    """What ``prepare`` found: the task instance, the checked encoder source, the examples
+    and any warnings."""
 
-    def __init__(self, spec, task, examples, warnings):
-        self.spec, self.task, self.examples, self.warnings = spec, task, examples, warnings
+    def __init__(self, spec, task, source, examples, warnings):
+        self.spec, self.task, self.source = spec, task, source
+        self.examples, self.warnings = examples, warnings
 
 
 RUN_FILES = ("spec.yaml", "metrics.jsonl", "manifest.json", "best", "checkpoint")
@@ -161,11 +163,6 @@ def check_resume(spec):
                             f"or start over with --overwrite")
 
 
-def _first_line(exc):
-    """An exception's first line (transformers' messages run to paragraphs)."""
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
-
-
 def _check_metric(spec, task):
     """``train.metric`` must be one the task reports (when it can say so before scoring)."""
     names = task.reported_metrics()
@@ -181,45 +178,29 @@ def _check_metric(spec, task):
                     f"{task.name!r}{hint}; allowed: {', '.join(allowed)}")
 
 
-def _tokenizer_and_config(spec, model_path, tok_path):
-    """The spec's tokenizer and encoder config (no weights), or one line saying why not."""
-    from transformers import AutoConfig
-
-    from .encoder import load_tokenizer, offline
-
-    key, name = "encoder.tokenizer", tok_path
-    try:
-        tokenizer = load_tokenizer(tok_path, spec.encoder)
-        key, name = "encoder.model", model_path
-        config = AutoConfig.from_pretrained(model_path, local_files_only=offline(), revision=spec.encoder.revision,
-                                            trust_remote_code=spec.encoder.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{spec.path}: {key}: cannot load {name!r}: {_first_line(exc)}") from exc
-    return tokenizer, config
-
-
 def prepare(spec):
     """Check the spec's task, encoder and data without loading weights."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
     hook = get_plugin_manager().hook
     hook.taskbert_check_spec(spec=spec)
-    claimed = hook.taskbert_claims_encoder(spec=spec)   # a plugin's own source
-    model_path, tok_path = (None, None) if claimed else check_encoder(spec)
+    source = encoder_source(spec, hook)
+    source.check()
     _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():
         raise SpecError(f"{spec.path}: data.train: required for training")
-    if model_path and type(task).check_encoding is not Task.check_encoding:  # loaded only when asked for
-        tokenizer, config = _tokenizer_and_config(spec, model_path, tok_path)
-        try:
-            task.check_encoding(tokenizer, spec.encoder.max_length, config)
-        except SpecError as exc:
-            raise SpecError(f"{spec.path}: {exc}") from exc
-    examples = load_splits(spec, task, regs.readers)
-    warnings = []
+    if type(task).check_encoding is not Task.check_encoding:  # loaded only when asked for
+        tokenizer = source.tokenizer()
+        if tokenizer is not None:   # a source may have none before it loads (from scratch)
+            try:
+                task.check_encoding(tokenizer, spec.encoder.max_length, source.config())
+            except SpecError as exc:
+                raise SpecError(f"{spec.path}: {exc}") from exc
+    warnings = []   # the records each file's task skipped, then the task's own checks
+    examples = load_splits(spec, task, regs.readers, warnings)
     for split, exs in examples.items():
         warnings.extend(task.check(exs, split, spec.data.splits()[split]))
-    return Prepared(spec, task, examples, warnings)
+    return Prepared(spec, task, source, examples, warnings)
 
 
 def manifest(spec, processes=1):
@@ -269,34 +250,36 @@ def execute(spec, resume=False, overwrite=False):
     return final
 
 
-def load_encoder(spec, hook=None):
-    """``(encoder, tokenizer)`` from the first plugin that serves ``spec.encoder``; a
-    model that cannot be read is bad input (one line), not a traceback."""
+def load_encoder(spec, source=None):
+    """``(encoder, tokenizer)`` from ``source`` (a checked :class:`~taskbert.EncoderSource`,
+    e.g. ``prepare(spec).source``; by default the one ``taskbert_encoder_source`` gives, checked
+    here); a model that cannot be read is bad input (one line), not a traceback."""
     from .encoder import quiet_loading
 
-    hook = hook or get_plugin_manager().hook
+    if source is None:
+        source = encoder_source(spec)
+        source.check()
     try:
-        with quiet_loading():   # a plugin's loader too
-            loaded = hook.taskbert_load_encoder(spec=spec)
+        with quiet_loading():   # a plugin's source too
+            loaded = source.load()
     except pickle.UnpicklingError as exc:   # torch's weights_only load refused a pickled object
         raise SpecError(f"encoder.model: refused {spec.encoder.model!r}: its pickled weights file holds "
                         f"objects other than tensors, and pickles from strangers run code; use a "
                         f"model.safetensors copy of the weights") from exc
     except (OSError, ValueError) as exc:
-        raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {_first_line(exc)}") from exc
-    if loaded is None:
-        raise SpecError(f"encoder.model: no plugin can load {spec.encoder.model!r}; use a Hugging "
-                        f"Face id, a saved model folder or a packaged alias (minilm-l6)")
+        raise SpecError(f"encoder.model: cannot load {spec.encoder.model!r}: {first_line(exc)}") from exc
     return loaded
 
 
 def _check_steps(spec, n_rows):
-    """An optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than the
-    run never reaches the peak rate (said, not refused)."""
+    """The run's step plan (:func:`~taskbert.train.loop.plan_steps`), checked: an optimizer
+    step needs ``grad_accum`` batches of an epoch; a warm-up longer than the run never reaches
+    the peak rate (said, not refused)."""
     from .train.loop import plan_steps
 
     t = spec.train
-    batches, _, total, warmup = plan_steps(t, n_rows)
+    plan = plan_steps(t, n_rows)
+    batches, _, total, warmup = plan
     if t.grad_accum > batches:
         raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "
                         f"batches of an epoch ({n_rows} training rows, batch_size {t.batch_size}); an "
@@ -304,6 +287,7 @@ def _check_steps(spec, n_rows):
     if warmup > total:
         print(f"warning: train.warmup: {warmup} steps is longer than the run's {total}; the learning "
               f"rate never reaches train.lr and does not decay", file=sys.stderr)
+    return plan
 
 
 def _train(spec, prepared, world, resume, overwrite):
@@ -316,13 +300,13 @@ def _train(spec, prepared, world, resume, overwrite):
     task, examples = prepared.task, prepared.examples
     hook = get_plugin_manager().hook
     seed_everything(spec.train.seed)
-    encoder, tokenizer = load_encoder(spec, hook)
+    encoder, tokenizer = load_encoder(spec, prepared.source)
     add_task_tokens(task, tokenizer, encoder)
     head = build_head_for(task, encoder, tokenizer)
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
-    rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length)
+    rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length, split)
             for split, exs in examples.items()}
-    _check_steps(spec, len(rows["train"]))   # before the run folder is touched
+    plan = _check_steps(spec, len(rows["train"]))   # before the run folder is touched
     world.barrier()  # every rank has checked the run folder before rank 0 changes it
     if world.is_main:
         if overwrite and not resume and os.path.isdir(spec.output):
@@ -336,7 +320,7 @@ def _train(spec, prepared, world, resume, overwrite):
             print(f"warning: {w}", file=sys.stderr)
     world.barrier()  # the run folder exists before any rank looks into it
     trainer = Trainer(spec, task, model, tokenizer, rows, examples, spec.output, hook,
-                      resume=resume, world=world)
+                      resume=resume, world=world, plan=plan)
     return trainer.train()
 
 

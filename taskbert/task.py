@@ -28,6 +28,18 @@ class NoOptions:
     """Options of a task that takes none."""
 
 
+@dataclass(frozen=True)
+class Skip:
+    """What :meth:`Task.example_from_record` returns for a record it leaves out on purpose.
+
+    The core counts skipped records per file and reason and reports them once (``validate``,
+    ``run``): ``"train.jsonl: skipped 3 records whose label is in task_options.drop_labels"``,
+    so ``reason`` completes "skipped N records ...". (Returning None skips without a word.)
+    """
+
+    reason: str
+
+
 class Task:
     """Base class of every task. Override what your task needs; read the docstrings."""
 
@@ -51,6 +63,10 @@ class Task:
     hf_architecture: ClassVar[Optional[str]] = None
     #: the data format used for files whose extension says nothing (e.g. ``conll``)
     default_format: ClassVar[Optional[str]] = None
+    #: what ``taskbert report`` compares in a confusion matrix: ``"per_example"`` (gold and
+    #: prediction are one label), ``"per_word"`` (lists of labels, one per word), None (no
+    #: categorical answer: spans, scores, sets of labels); ``"guess"``: by the shape of the gold
+    report_labels: ClassVar[Optional[str]] = "guess"
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
@@ -60,7 +76,8 @@ class Task:
         """Turn one reader record into an example; raise DataError naming ``where``.
 
         ``where`` is ``"file:line"``. With ``labelled=False`` (prediction) the gold
-        label may be absent.
+        label may be absent. Return :class:`Skip` to leave the record out with a reason the
+        core reports (None leaves it out silently).
         """
         raise NotImplementedError
 
@@ -93,8 +110,9 @@ class Task:
         weights load; raise SpecError naming the ``task_options`` key.
 
         ``taskbert validate`` and ``taskbert run`` call it (through ``prepare``) with the
-        spec's fast tokenizer and config, which they load (no weights) only for a task that
-        overrides this method and an encoder no plugin claims. The default checks nothing.
+        spec's fast tokenizer and config, which the encoder source loads (no weights) only for
+        a task that overrides this method, and only when it has a tokenizer before loading
+        (an encoder built from scratch has none). The default checks nothing.
         """
 
     def truncation(self, examples, tokenizer, max_length):
@@ -128,7 +146,11 @@ class Task:
 
     def encode_all(self, examples, tokenizer, max_length):
         """Encode many examples (override to batch the tokenizer); returns rows, each
-        carrying ``example_index``."""
+        carrying ``example_index``.
+
+        An override may take a keyword ``split``: the core then says which split the examples
+        are ("train", "validation", "test"; None for inputs to ``predict``), for an encoding
+        that differs in training (pretraining duplicates the training documents only)."""
         rows = []
         for i, example in enumerate(examples):
             for row in self.encode(example, tokenizer, max_length):

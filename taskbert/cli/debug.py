@@ -20,7 +20,7 @@ from collections import Counter
 import click
 
 from ..data.splits import choose_format, read_examples
-from ..encoder import check_encoder, load_tokenizer
+from ..encoder import encoder_source
 from ..errors import RunError, TaskbertError
 from ..plugins.manager import registries
 from .main import SET_HELP, cli, friendly
@@ -66,7 +66,12 @@ def debug_data(spec):
     """The findings as a dict (see ``format_report`` for the text form)."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
-    _, tok_path = check_encoder(spec)
+    source = encoder_source(spec)
+    source.check()
+    tokenizer = source.tokenizer()
+    if tokenizer is None:
+        raise RunError(f"{spec.path}: encoder: {source.name!r} has no tokenizer before a run loads it "
+                       f"(e.g. a vocabulary trained from scratch); set encoder.tokenizer to look at the data")
     examples = {}
     for split, path in spec.data.splits().items():
         fmt = choose_format(path, spec.data.format, task, regs.readers)
@@ -78,7 +83,6 @@ def debug_data(spec):
         task.setup(examples)
     except TaskbertError as exc:
         report["problems"].append(str(exc))
-    tokenizer = load_tokenizer(tok_path, spec.encoder)
     labels = {}
     for split, exs in examples.items():
         info = {"examples": len(exs)}

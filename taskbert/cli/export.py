@@ -70,7 +70,7 @@ def sample_examples(run_dir, path=None, limit=32):
     reads) or else from the run's own validation, test or train file."""
     from ..data.splits import choose_format, read_examples
     from ..plugins.manager import registries
-    from ..predict import find_model_folder, load_task, read_inputs
+    from .runs import find_model_folder, load_task, read_inputs
 
     task, info = load_task(find_model_folder(run_dir))
     if path:
@@ -139,7 +139,7 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     import torch
 
     from ..data.batching import collate, pad_id
-    from ..predict import load_run
+    from .runs import load_run
 
     if exporter not in EXPORTERS:
         raise SpecError(f"--exporter: {exporter!r} is not allowed; use {' or '.join(EXPORTERS)}")
@@ -227,15 +227,15 @@ class OnnxModel:
     """An exported folder run with ONNX Runtime; ``predict(examples)`` returns the task's
     predictions like ``taskbert predict`` does."""
 
-    def __init__(self, folder, threads=None):
+    def __init__(self, folder, threads=None, task_options=None):
         require("onnxruntime")
         import onnxruntime as ort
 
         from ..encoder import load_tokenizer
-        from ..predict import load_task
+        from .runs import load_task
 
         self.folder = folder
-        self.task, self.info = load_task(folder)
+        self.task, self.info = load_task(folder, task_options)
         if "onnx" not in self.info:
             raise SpecError(f"{folder}/{ckpt.TASK_FILE}: no 'onnx' section; not an export folder")
         self.tokenizer = load_tokenizer(folder)
@@ -252,12 +252,11 @@ class OnnxModel:
         """Per-row results of the task's ``collect`` for feature rows, in row order."""
         import torch
 
-        from ..data.batching import collate, eval_batches, pad_id
+        from ..data.batching import EvalLoader, pad_id
 
         results = [None] * len(rows)
-        pad = pad_id(self.tokenizer)
-        for idx in eval_batches([len(r["input_ids"]) for r in rows], batch_size):
-            batch = collate([rows[i] for i in idx], pad, self.task.pad_fields, self.task.vector_fields)
+        for idx, batch in EvalLoader(rows, batch_size, pad_id(self.tokenizer), self.task.pad_fields,
+                                     self.task.vector_fields):
             feed = {n: batch[n].numpy() if n in batch else torch.zeros_like(batch["input_ids"]).numpy()
                     for n in self.inputs}
             values = self.session.run(self.outputs, feed)

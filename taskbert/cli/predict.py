@@ -19,13 +19,16 @@ from .main import cli, friendly
 @click.option("--reader-option", "reader_opts", multiple=True, metavar="KEY=VALUE",
               help="a reader option, its value read as YAML, e.g. 'label_column=null'; default: the run's "
                    "data.reader_options when INPUT has the training data's format")
+@click.option("--task-option", "task_opts", multiple=True, metavar="KEY=VALUE",
+              help="change a task option that does not shape the model (input field names, decoding "
+                   "limits), its value read as YAML, e.g. 'text_field=review'; others are refused")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @friendly
-def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
+def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size):
     """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from ..data.splits import check_file
     from ..io import atomic_write
-    from ..predict import (
+    from .runs import (
         find_model_folder,
         input_format,
         load_run,
@@ -34,10 +37,12 @@ def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
         read_inputs,
         run_format,
         run_reader_options,
+        task_option_overrides,
     )
     from .export import OnnxModel, is_export_folder
 
-    task, info = load_task(find_model_folder(run_dir))  # check input before loading weights
+    changed = task_option_overrides(task_opts)
+    task, info = load_task(find_model_folder(run_dir), changed)  # check input before loading weights
     guess = None if fmt else run_format(info, input_file)
     chosen = input_format(input_file, task, fmt or guess)
     options = run_reader_options(info, chosen, task)
@@ -52,9 +57,9 @@ def predict(run_dir, input_file, output, fmt, reader_opts, batch_size):
                    f"--format text reads one input a line", err=True)
     examples = read_inputs(input_file, task, chosen, reader_options=options)
     if is_export_folder(run_dir):  # an ONNX export runs on ONNX Runtime
-        predictions = OnnxModel(run_dir).predict(examples, batch_size)
+        predictions = OnnxModel(run_dir, task_options=changed).predict(examples, batch_size)
     else:
-        predictions = predict_examples(load_run(run_dir), examples, batch_size)
+        predictions = predict_examples(load_run(run_dir, changed), examples, batch_size)
     text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if output:
         atomic_write(output, text)

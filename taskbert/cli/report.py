@@ -5,12 +5,13 @@ finished or not, of any task:
 
 * ``metrics.jsonl`` -> ``loss.png`` (train and validation loss), ``metrics.png`` (every
   validation metric), ``lr.png`` (the learning-rate schedule), against the step;
-* ``predictions.jsonl`` -> ``confusion-<split>.png`` where the gold answer is categorical:
-  a label string (classification, pairs) or a list of labels, one per word (tagging).
+* ``predictions.jsonl`` -> ``confusion-<split>.png`` where the gold answer is categorical,
+  as the task's ``report_labels`` says: a label string (classification, pairs) or a list of
+  labels, one per word (tagging); a task that does not say is guessed by shape.
   The prediction field is the one of the same shape that agrees most with the gold
   (``label`` beats ``probabilities``; ``tags`` beats ``words``), or ``--field``;
-* ``report.md``: the run's task, model and final metrics, per-label precision/recall/F1
-  and the links to the pictures.
+* ``report.md``: the run's task, model and final metrics, per-label precision/recall/F1,
+  the links to the pictures, and the sections plugins add (``taskbert_report_sections``).
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot global state).
 """
@@ -121,25 +122,30 @@ def _is_labels(value):
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _pairs(line, key, gold):
+def _pairs(line, key, gold, kind="guess"):
     """Aligned (gold, predicted) label pairs of one line for field ``key``, or None when
-    the shapes differ."""
+    the shapes differ (or are not those of ``kind``, :attr:`taskbert.Task.report_labels`)."""
     pred = line.get(key)
-    if isinstance(gold, str) and isinstance(pred, str):
+    if isinstance(gold, str) and isinstance(pred, str) and kind in ("guess", "per_example"):
         return [(gold, pred)]
-    if _is_labels(gold) and _is_labels(pred) and len(gold) == len(pred):
+    if (_is_labels(gold) and _is_labels(pred) and len(gold) == len(pred)
+            and kind in ("guess", "per_word")):
         return list(zip(gold, pred))
     return None
 
 
-def label_pairs(lines, field=None):
+def label_pairs(lines, field=None, kind="guess"):
     """``(field, [(gold, predicted)])`` for prediction lines of one split.
 
     Gold may be a label, a list of labels, or a mapping whose keys name prediction fields.
     Without ``field``, every field whose shape matches the gold on every line is a
     candidate and the one that agrees with the gold most often wins. ``(None, [])`` when
-    no field matches (e.g. extractive QA, whose gold is a list of answer texts).
+    no field matches (e.g. extractive QA, whose gold is a list of answer texts). ``kind``
+    is the task's ``report_labels``: ``per_example`` compares labels only, ``per_word``
+    lists of labels only, None nothing; ``guess`` (a task that does not say) both.
     """
+    if kind is None:
+        return None, []
     lines = [ln for ln in lines if "gold" in ln]
     if not lines:
         return None, []
@@ -151,7 +157,7 @@ def label_pairs(lines, field=None):
             keys = [k for k in keys if k in gold]
         found = {}
         for key in keys:
-            pairs = _pairs(line, key, gold[key] if isinstance(gold, dict) else gold)
+            pairs = _pairs(line, key, gold[key] if isinstance(gold, dict) else gold, kind)
             if pairs is not None:
                 found[key] = pairs
         if i == 0:
@@ -215,6 +221,24 @@ def per_label(pairs, labels):
 
 
 # ----------------------------------------------------------------- report
+def _hook():
+    from ..plugins.manager import get_plugin_manager
+
+    return get_plugin_manager().hook
+
+
+def _task_of(run_dir):
+    """The run's task as ``best/taskbert.json`` restores it (no weights); None for a run
+    without a best model yet, or whose task this install lacks (the report then guesses)."""
+    from ..errors import TaskbertError
+    from .runs import find_model_folder, load_task
+
+    try:
+        return load_task(find_model_folder(run_dir))[0]
+    except (TaskbertError, OSError, ValueError, KeyError):
+        return None
+
+
 def _final_metrics(history):
     finals = [rec for rec in history if rec.get("final")]
     if finals:
@@ -267,11 +291,15 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
     pred_path = os.path.join(run_dir, "predictions.jsonl")
     lines = read_jsonl(pred_path) if os.path.exists(pred_path) else []
     order = {"train": 0, "validation": 1, "test": 2}
+    task = _task_of(run_dir)
+    kind = getattr(task, "report_labels", "guess")
     for split in sorted({ln.get("split", "?") for ln in lines}, key=lambda s: (order.get(s, 3), s)):
         split_lines = [ln for ln in lines if ln.get("split", "?") == split]
-        key, pairs = label_pairs(split_lines, field)
+        key, pairs = label_pairs(split_lines, field, kind)
         if not pairs:
-            md += [f"{split}: no prediction field matches the gold answers in shape; no confusion matrix.", ""]
+            why = ("no prediction field matches the gold answers in shape" if kind is not None else
+                   f"task `{task.name}` has no categorical answers")
+            md += [f"{split}: {why}; no confusion matrix.", ""]
             continue
         labels, matrix = confusion(pairs)
         if len(labels) > max_labels:
@@ -291,6 +319,9 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
         if errors:
             md += ["", "Most frequent errors: " + "; ".join(f"{g} → {p} ({n})" for (g, p), n in errors) + "."]
         md.append("")
+    for lines_of_plugin in _hook().taskbert_report_sections(run_dir=run_dir, out_dir=out_dir, task=task,
+                                                            history=history, predictions=lines):
+        md += list(lines_of_plugin or []) + [""]
     report_md = os.path.join(out_dir, "report.md")
     with open(report_md, "w", encoding="utf-8") as fh:
         fh.write("\n".join(md).rstrip() + "\n")

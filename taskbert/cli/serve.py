@@ -44,26 +44,26 @@ class BadRequest(Exception):
 class Predictor:
     """A run folder (torch) or an ONNX export folder behind one ``predict(examples)``."""
 
-    def __init__(self, path, batch_size=64):
+    def __init__(self, path, batch_size=64, task_options=None):
         from .export import OnnxModel, is_export_folder
 
         self.batch_size = batch_size
         if is_export_folder(path):
             self.backend = "onnxruntime"
-            self._onnx = OnnxModel(path)
+            self._onnx = OnnxModel(path, task_options=task_options)
             self.task = self._onnx.task
         else:
-            from ..predict import load_run
+            from .runs import load_run
 
             self.backend = "torch"
-            self._loaded = load_run(path)
+            self._loaded = load_run(path, task_options)
             self.task = self._loaded.task
 
     def predict(self, examples):
         """One prediction dict per example."""
         if self.backend == "onnxruntime":
             return self._onnx.predict(examples, self.batch_size)
-        from ..predict import predict_examples
+        from .runs import predict_examples
 
         return predict_examples(self._loaded, examples, self.batch_size)
 
@@ -220,9 +220,10 @@ class PredictionServer(ThreadingHTTPServer):
 
 
 def make_server(path, host="127.0.0.1", port=8000, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS,
-                batch_size=64, quiet=False):
-    """Load the model at ``path`` and bind the server (port 0 picks a free port)."""
-    return PredictionServer((host, port), Predictor(path, batch_size), max_bytes, max_inputs, quiet)
+                batch_size=64, quiet=False, task_options=None):
+    """Load the model at ``path`` and bind the server (port 0 picks a free port);
+    ``task_options`` as ``predict --task-option`` takes them."""
+    return PredictionServer((host, port), Predictor(path, batch_size, task_options), max_bytes, max_inputs, quiet)
 
 
 @cli.command()
@@ -233,12 +234,16 @@ def make_server(path, host="127.0.0.1", port=8000, max_bytes=MAX_BYTES, max_inpu
               help="largest request body accepted")
 @click.option("--max-inputs", default=64, show_default=True, type=click.IntRange(min=1),
               help="most inputs in one request")
+@click.option("--task-option", "task_opts", multiple=True, metavar="KEY=VALUE",
+              help="change a task option that does not shape the model, as for taskbert predict")
 @click.option("--quiet", is_flag=True, help="no access log")
 @friendly
-def serve(run_dir, host, port, max_bytes, max_inputs, quiet):
+def serve(run_dir, host, port, max_bytes, max_inputs, task_opts, quiet):
     """Serve predictions over HTTP: POST /predict {"inputs": [...]}, GET /health."""
+    from .runs import task_option_overrides
 
-    server = make_server(run_dir, host, port, max_bytes, max_inputs, quiet=quiet)
+    server = make_server(run_dir, host, port, max_bytes, max_inputs, quiet=quiet,
+                         task_options=task_option_overrides(task_opts))
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"serving {run_dir} ({server.predictor.task.name}, {server.predictor.backend}) on "
                f"http://{bound_host}:{bound_port}  POST /predict  GET /health", err=True)

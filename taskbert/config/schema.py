@@ -113,7 +113,13 @@ def _convert(value, tp, where, ctx):
     raise SpecError(f"{ctx['file']}: {where}: expected {_type_name(tp)}, got {value!r}")
 
 
-METADATA_KEYS = ("help", "min", "max", "gt", "choices", "path", "internal")
+METADATA_KEYS = ("help", "min", "max", "gt", "choices", "path", "internal", "predict")
+
+
+def predict_options(cls):
+    """The fields of an ``Options`` dataclass marked ``metadata={"predict": True}``: those
+    ``predict`` and ``serve`` may change (``--task-option``), as they do not shape the model."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("predict")]
 
 
 def check_metadata(cls):

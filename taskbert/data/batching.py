@@ -96,3 +96,29 @@ def to_device(batch, device):
         return batch
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()}
+
+
+class EvalLoader:
+    """The one way feature rows become batches outside training: evaluation, ``predict``,
+    ``serve``, ``export``'s ONNX runs and the feature cache all iterate one of these.
+
+    Iterating yields ``(row indices, batch)`` in :func:`eval_batches` order (longest first),
+    each batch collated with the task's padding and moved to ``device``. ``part=(rank, world)``
+    keeps every ``world``-th batch from ``rank`` (a distributed evaluation's share).
+    """
+
+    def __init__(self, rows, batch_size, pad_id, pad_fields=None, vector_fields=(), device=None, part=None):
+        self.rows, self.pad_id, self.device = rows, pad_id, device
+        self.pad_fields, self.vector_fields = dict(pad_fields or {}), tuple(vector_fields)
+        self.batches = eval_batches([len(r["input_ids"]) for r in rows], batch_size)
+        if part is not None:
+            rank, world = part
+            self.batches = self.batches[rank::world]
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for idx in self.batches:
+            batch = collate([self.rows[i] for i in idx], self.pad_id, self.pad_fields, self.vector_fields)
+            yield idx, batch if self.device is None else to_device(batch, self.device)

@@ -51,26 +51,37 @@ def check_file(path, key):
 
 
 def read_examples(path, fmt, task, readers, reader_options=None, limit=None,
-                  labelled=True, key="data"):
-    """Read ``path`` with reader ``fmt`` and return the task's examples (at most ``limit``)."""
+                  labelled=True, key="data", notes=None):
+    """Read ``path`` with reader ``fmt`` and return the task's examples (at most ``limit``).
+
+    Records the task skips with a :class:`~taskbert.task.Skip` are counted per reason; with
+    a ``notes`` list, one line per reason is appended to it."""
+    from ..task import Skip
+
     check_file(path, key)
     reader = readers.get(fmt, where=f"{key}: format")
-    examples = []
+    examples, skipped = [], {}
     for line_no, record in reader(path, dict(reader_options or {})):
         where = f"{path}:{line_no}"
         example = task.example_from_record(record, where, labelled=labelled)
-        if example is None:  # the task skipped it (e.g. a label in its drop list)
+        if isinstance(example, Skip):
+            skipped[example.reason] = skipped.get(example.reason, 0) + 1
+            continue
+        if example is None:  # the task left it out without a word (e.g. a blank text)
             continue
         examples.append(example)
         if limit is not None and len(examples) >= limit:
             break
+    if notes is not None:
+        notes.extend(f"{path}: skipped {n} records {reason}" for reason, n in skipped.items())
     if not examples:
         raise DataError(f"{path}: holds no usable examples")
     return examples
 
 
-def load_splits(spec, task, readers):
-    """``{split: examples}`` for every split the spec names, checked and set up."""
+def load_splits(spec, task, readers, notes=None):
+    """``{split: examples}`` for every split the spec names, checked and set up; what the
+    task skipped is appended to ``notes`` (see :func:`read_examples`)."""
     splits = spec.data.splits()
     if "train" not in splits and "validation" not in splits and "test" not in splits:
         raise DataError(f"{spec.path}: data: no split given; set data.train (and data.validation)")
@@ -79,15 +90,21 @@ def load_splits(spec, task, readers):
         fmt = choose_format(path, spec.data.format, task, readers)
         examples[split] = read_examples(
             path, fmt, task, readers, spec.data.reader_options,
-            limit=getattr(spec.data.limit, split), key=f"data.{split}",
+            limit=getattr(spec.data.limit, split), key=f"data.{split}", notes=notes,
         )
     task.setup(examples)
     return examples
 
 
-def encode_split(task, examples, tokenizer, max_length, desc="encoding"):
-    """Feature rows for a split, each with ``example_index`` and ``feature_index``."""
-    rows = task.encode_all(examples, tokenizer, max_length)
+def encode_split(task, examples, tokenizer, max_length, split=None):
+    """Feature rows for a split, each with ``example_index`` and ``feature_index``.
+
+    ``split`` ("train", "validation", "test"; None for inputs to predict) reaches a task
+    whose ``encode_all`` takes a ``split`` keyword (an encoding that differs for training)."""
+    import inspect
+
+    kwargs = {"split": split} if "split" in inspect.signature(task.encode_all).parameters else {}
+    rows = task.encode_all(examples, tokenizer, max_length, **kwargs)
     for i, row in enumerate(rows):
         row["feature_index"] = i
     return rows

@@ -54,23 +54,14 @@ def taskbert_check_spec(spec):
 
 
 @hookspec(firstresult=True)
-def taskbert_load_encoder(spec):
-    """Return ``(encoder, tokenizer)`` for ``spec.encoder``, or None to pass.
+def taskbert_encoder_source(spec):
+    """Return a :class:`~taskbert.EncoderSource` for ``spec.encoder``, or None to pass.
 
-    firstresult: the first plugin that returns a value wins. The built-in loader
-    (Hugging Face ids, local folders, packaged aliases) is ``trylast``, so a plugin
-    can serve its own model source ahead of it.
-    """
-
-
-@hookspec(firstresult=True)
-def taskbert_claims_encoder(spec):
-    """Return True when this plugin's ``taskbert_load_encoder`` will serve ``spec.encoder``
-    (a model source of its own, or an encoder it builds), else None.
-
-    firstresult. The core then skips its own checks of ``encoder.model`` before loading
-    (a local folder with a config and tokenizer, offline: a hub id in the local cache) and
-    the tokenizer-based task checks of ``taskbert validate``; the plugin's loader is the check.
+    firstresult: the first plugin that returns one wins. The built-in source (Hugging Face
+    ids, local folders, packaged aliases) is ``trylast``, so a plugin can serve a model source
+    of its own ahead of it (``in-house://tiny``, an encoder built from scratch). Called once per
+    command after ``taskbert_check_spec``; the core then calls the source's ``check`` before any
+    data is read and its ``load`` once the data is read.
     """
 
 
@@ -83,7 +74,7 @@ def taskbert_prepare_model(model, device, phase):
     may change how the model computes, never what it computes: swap modules for exact
     equivalents, or set ``model.encoder_pass`` (a callable ``(encoder, batch, positions) ->
     encoder output``; ``positions`` is what :meth:`Head.read_positions` returned), keeping
-    the pass it replaces for the cases it does not handle. Called after ``taskbert_load_encoder``
+    the pass it replaces for the cases it does not handle. Called after the encoder source's ``load``
     and before ``taskbert_train_start``.
     """
 
@@ -105,3 +96,13 @@ def taskbert_log_metrics(trainer, step, metrics):
 @hookspec
 def taskbert_train_end(trainer, metrics):
     """Called once after training with the final metrics of every evaluated split."""
+
+
+@hookspec
+def taskbert_report_sections(run_dir, out_dir, task, history, predictions):
+    """``taskbert report``: return markdown lines to add to ``report.md`` (a list of strings),
+    or None. Called once per report, after the curves and confusion matrices, with the run's
+    ``metrics.jsonl`` records (``history``), its ``predictions.jsonl`` lines and its task as
+    ``best/taskbert.json`` restores it (None without a best model); a plugin may draw files
+    into ``out_dir`` and link them. Sections appear in plugin call order.
+    """

@@ -47,6 +47,13 @@ _registries = None
 _versions = {}  # entry-point name -> 'distribution version'
 
 
+#: hooks of earlier versions -> what replaced them (for the one-line error)
+REPLACED_HOOKS = {
+    "taskbert_load_encoder": "taskbert_encoder_source, which returns a taskbert.EncoderSource",
+    "taskbert_claims_encoder": "taskbert_encoder_source, which returns a taskbert.EncoderSource",
+}
+
+
 def _env_list(name):
     value = os.environ.get(name)
     if value is None:
@@ -138,6 +145,8 @@ def _create_manager():
         name, attr = unknown[0]
         close = difflib.get_close_matches(attr, _hook_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if attr in REPLACED_HOOKS:
+            hint = f" (it was replaced by {REPLACED_HOOKS[attr]}; see docs/plugins.md)"
         raise TaskbertError(f"plugin {name!r} implements an unknown hook {attr!r}{hint}"
                             + _skip_hint(name)) from exc
     if os.environ.get("TASKBERT_TRACE_PLUGINS", "") not in ("", "0"):

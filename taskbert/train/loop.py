@@ -52,6 +52,7 @@ def plan_steps(t, n_rows):
     warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
     return batches, steps_per_epoch, total, warmup
 
+
 class Trainer:
     """Trains ``model`` on the train rows, evaluates on validation, keeps the best.
 
@@ -63,10 +64,10 @@ class Trainer:
     """
 
     def __init__(self, spec, task, model, tokenizer, rows, examples, run_dir, hook, resume=False,
-                 world=None):
+                 world=None, plan=None):
         self.spec, self.task, self.model, self.tokenizer = spec, task, model, tokenizer
         self.rows, self.examples, self.run_dir, self.hook = rows, examples, run_dir, hook
-        self.resume = resume
+        self.resume, self.plan = resume, plan   # plan: plan_steps' answer, when the caller checked it
         self.world = world or World()
         self.device = self.world.device
         self.amp_dtype = pick_precision(spec.train.precision, self.device)
@@ -89,7 +90,7 @@ class Trainer:
         model = self.model.to(self.device)
         self.hook.taskbert_prepare_model(model=model, device=self.device, phase="train")
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
-        _, steps_per_epoch, self.total_steps, warmup = plan_steps(t, len(self.lengths))
+        _, steps_per_epoch, self.total_steps, warmup = self.plan or plan_steps(t, len(self.lengths))
         self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)

@@ -15,11 +15,10 @@ def pick_device():
 def pick_precision(setting, device):
     """The autocast dtype for ``train.precision`` (None = fp32).
 
-    ``auto`` uses bf16 only where the hardware has it. On a 2-core AMD EPYC without bf16 units,
-    autocast bf16 made training 15-60x slower, so such a CPU stays fp32; on a 2-core Xeon with
-    AMX (oneDNN reports native bf16), bf16 autocast trained MiniLM 1.6-1.7x faster than fp32
-    (bench/RESULTS.md, ``--bf16``); on a 2-core AMD EPYC with AVX-512 bf16 and no AMX (Zen 4),
-    2.0x (136.5 against 67.5 samples/s on sentiment). Evaluation runs under the same autocast.
+    ``auto`` uses bf16 only where the hardware has it (oneDNN reports native bf16: AMX or
+    AVX-512 bf16); without such units bf16 autocast is far slower than fp32 on a CPU, so such a
+    CPU stays fp32 (the measurements: bench/RESULTS.md, ``--bf16``). Evaluation runs under the
+    same autocast.
     """
     if setting == "fp32":
         return None

@@ -5,10 +5,13 @@ The package is the plugin: its hooks are here, its code in the modules beside th
 from taskbert import hookimpl
 
 from .task import (  # noqa: F401  (the package's public names)
+    DROPPED,
     ClassificationHead,
     ClassificationOptions,
+    OwnClassificationHead,
     SentenceClassification,
     TextLabelTask,
+    classification_head,
     is_blank,
     is_label,
     label_order,

@@ -14,7 +14,8 @@ from typing import Optional
 
 from torch import nn
 
-from taskbert import DataError, Head, Task, registries, softmax_list
+from taskbert import DataError, Head, Skip, Task, head_dropout, registries, softmax_list
+from taskbert_plugins.own_heads import OwnHead, head_layout
 
 
 def label_text(value):
@@ -86,8 +87,8 @@ def is_blank(text):
 
 @dataclass(frozen=True)
 class ClassificationOptions:
-    text_field: str = field(default="text", metadata={"help": "record field holding the text"})
-    label_field: str = field(default="label", metadata={"help": "record field holding the label"})
+    text_field: str = field(default="text", metadata={"predict": True, "help": "record field holding the text"})
+    label_field: str = field(default="label", metadata={"predict": True, "help": "record field holding the label"})
     labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
         "help": "label names in order; default: the training data's labels, sorted "
                 "(numerically when all are integers)"})
@@ -96,7 +97,8 @@ class ClassificationOptions:
     unseen_labels: str = field(default="error", metadata={
         "help": "labels in validation/test missing from train: error or ignore"})
     dropout: Optional[float] = field(default=None, metadata={
-        "min": 0, "max": 1, "help": "head dropout; default: the encoder's hidden_dropout_prob"})
+        "min": 0, "max": 1, "help": "head dropout; default: the one the architecture's own head uses "
+                                    "(classifier_dropout, else hidden_dropout_prob)"})
     metrics: tuple[str, ...] = field(default=("accuracy", "macro_f1"), metadata={
         "help": "registered metric names computed on label lists"})
 
@@ -123,14 +125,49 @@ class ClassificationHead(Head):
         pooled = getattr(encoder_out, "pooler_output", None)
         if pooled is None:
             pooled = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
-        logits = self.classifier(self.dropout(pooled))     # (batch, labels)
-        out = {"logits": logits}
-        if "label" in batch:
-            if self.regression:
-                out["loss"] = nn.functional.mse_loss(logits.squeeze(-1).float(), batch["label"].float())
-            else:
-                out["loss"] = nn.functional.cross_entropy(logits, batch["label"], ignore_index=-100)
-        return out
+        return with_label_loss(self.classifier(self.dropout(pooled)), batch, self.regression)
+
+
+def with_label_loss(logits, batch, regression=False):
+    """``{"logits"}``, with the loss when the batch holds ``label``: cross-entropy (-100: no
+    label), or MSE on the one output with ``regression``."""
+    out = {"logits": logits}
+    if "label" in batch:
+        if regression:
+            out["loss"] = nn.functional.mse_loss(logits.squeeze(-1).float(), batch["label"].float())
+        else:
+            out["loss"] = nn.functional.cross_entropy(logits, batch["label"], ignore_index=-100)
+    return out
+
+
+class OwnClassificationHead(OwnHead):
+    """The architecture's own sequence-classification head (RoBERTa, DistilBERT, DeBERTa,
+    ModernBERT ...: see :mod:`taskbert_plugins.own_heads`), with the same losses."""
+
+    kind = "sequence"
+
+    def __init__(self, encoder, num_labels, dropout=None, regression=False):
+        super().__init__(encoder, num_labels, dropout)
+        self.regression = regression
+
+    def forward(self, encoder_out, batch):
+        return with_label_loss(self.own_output(encoder_out, batch).logits, batch, self.regression)
+
+
+def classification_head(task, encoder, num_labels, regression=False):
+    """The head for ``encoder``: its architecture's own layout where it has one (the task's
+    ``hf_architecture`` follows), else the BERT-style :class:`ClassificationHead`."""
+    cfg = encoder.config
+    if head_layout(task, cfg, "sequence") == "own":
+        head = OwnClassificationHead(encoder, num_labels, task.options.dropout, regression)
+        task.hf_architecture = head.architecture
+        return head
+    dropout = task.options.dropout if task.options.dropout is not None else head_dropout(cfg, "sequence")
+    return ClassificationHead(cfg.hidden_size, num_labels, dropout, regression)
+
+
+#: what a labelled record whose label is in ``task_options.drop_labels`` becomes (the core counts them)
+DROPPED = Skip("whose label is in task_options.drop_labels")
 
 
 class TextLabelTask(Task):
@@ -139,15 +176,15 @@ class TextLabelTask(Task):
     Options = ClassificationOptions
     default_metric = "accuracy"
     hf_architecture = "BertForSequenceClassification"
+    report_labels = "per_example"
     pad_fields = {}
 
     def __init__(self, options=None):
         super().__init__(options)
         self.labels = list(self.options.labels) if self.options.labels else None
-        self.dropped = {}
 
     def _label(self, record, where, labelled):
-        """The label name of ``record`` (see :func:`label_text`); False when it is in
+        """The label name of ``record`` (see :func:`label_text`); :data:`DROPPED` when it is in
         ``drop_labels`` (checked first, so a listed value is skipped, never refused) in a
         labelled split; None for an unlabelled input (predict, serve), which is predicted
         whatever its label field holds."""
@@ -162,9 +199,7 @@ class TextLabelTask(Task):
         if label is not None and label in self.options.drop_labels:
             if not labelled:   # an input to predict: its (unread) label must not skip it
                 return None
-            path = where.rsplit(":", 1)[0]
-            self.dropped[path] = self.dropped.get(path, 0) + 1
-            return False
+            return DROPPED
         if is_label(value):
             return label
         if not labelled:   # predict/serve never read the label
@@ -219,19 +254,11 @@ class TextLabelTask(Task):
         if len(self.labels) < 2:
             raise DataError(f"data.train: needs at least 2 distinct labels, found {self.labels}")
 
-    def check(self, examples, split, where):
-        dropped = self.dropped.get(where, 0)
-        return [f"{where}: skipped {dropped} records whose label is in task_options.drop_labels"] if dropped else []
-
     def label_id(self, label):
         return self.labels.index(label) if label in self.labels else -100
 
     def build_head(self, encoder):
-        cfg = encoder.config
-        dropout = self.options.dropout
-        if dropout is None:
-            dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
-        return ClassificationHead(cfg.hidden_size, len(self.labels), dropout)
+        return classification_head(self, encoder, len(self.labels))
 
     def collect(self, out, batch):
         return softmax_list(out["logits"])
@@ -270,10 +297,11 @@ class TextLabelTask(Task):
         return example.get("label")
 
     def state_dict(self):
-        return {"labels": self.labels}
+        return {"labels": self.labels, "head_layout": getattr(self, "head_layout", None)}
 
     def load_state_dict(self, state):
         self.labels = state["labels"]
+        self.head_layout = state.get("head_layout", "legacy")
 
     def hf_config(self):
         return {"id2label": {str(i): lab for i, lab in enumerate(self.labels)},
@@ -289,8 +317,8 @@ class SentenceClassification(TextLabelTask):
 
     def example_from_record(self, record, where, labelled=True):
         label = self._label(record, where, labelled)
-        if label is False:
-            return None
+        if label is DROPPED:
+            return label
         return {"text": self._text(record, self.options.text_field, where), "label": label, "where": where}
 
     def record_from_text(self, line):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from taskbert import collate, eval_batches, file_sha256, new_temp_folder, swap_in
+from taskbert import EvalLoader, file_sha256, new_temp_folder, swap_in
 
 from .heads import extract_batch
 
@@ -120,10 +120,7 @@ def extract_rows(encoder, rows, layer_ids, pooling, batch_size, pad_id, pad_fiel
                  device):
     """One encoder pass over ``rows`` (length-sorted batches), writing each row's pooled
     units into ``out`` (an array ``(units, layers, hidden)``) at ``offsets``."""
-    lengths = [len(r["input_ids"]) for r in rows]
-    for idx in eval_batches(lengths, batch_size):
-        batch = collate([rows[i] for i in idx], pad_id, pad_fields)
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    for idx, batch in EvalLoader(rows, batch_size, pad_id, pad_fields, device=device):
         for i, units in zip(idx, extract_batch(encoder, batch, layer_ids, pooling)):
             out[offsets[i]:offsets[i + 1]] = units.float().cpu().numpy()
 

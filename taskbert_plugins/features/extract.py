@@ -58,11 +58,11 @@ def extract_features(spec_file, overrides=(), splits=(), jsonl_dir=None, log=Non
     task = prepared.task
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
-    encoder, tokenizer = load_encoder(spec)
+    encoder, tokenizer = load_encoder(spec, prepared.source)
     task.configure(encoder)
     device = pick_device()
     encoder.to(device)
-    rows = {s: encode_split(task, prepared.examples[s], tokenizer, spec.encoder.max_length)
+    rows = {s: encode_split(task, prepared.examples[s], tokenizer, spec.encoder.max_length, s)
             for s in (splits or available)}
     stats = {}
     for split, (store, seconds) in task.feature_stores(spec, encoder, tokenizer, rows, device, log).items():

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert import atomic_json, check_encoder, file_sha256, pad_id
+from taskbert import atomic_json, file_sha256, pad_id
 from taskbert_plugins.classification import (
     ClassificationOptions,
     SentenceClassification,
@@ -132,7 +132,7 @@ class FeatureTask:
         path = spec.data.splits()[split]
         return {
             "format": fc.CACHE_FORMAT, "task": self.name,
-            "model": check_encoder(spec)[0], "weights": fingerprints["weights"],
+            "model": fingerprints["model"], "weights": fingerprints["weights"],
             "tokenizer": fingerprints["tokenizer"], "layers": self.layer_ids,
             "pooling": self.options.pooling, "max_length": spec.encoder.max_length,
             "dtype": self.options.cache_dtype,
@@ -144,7 +144,7 @@ class FeatureTask:
         """``{split: (store, seconds or None)}``: the verified cache of each split, built
         with one encoder pass where it is missing or damaged."""
         root = self.options.cache_dir or fc.default_cache_dir()
-        fingerprints = {"weights": fc.weights_fingerprint(encoder),
+        fingerprints = {"model": encoder.name_or_path, "weights": fc.weights_fingerprint(encoder),
                         "tokenizer": fc.tokenizer_fingerprint(tokenizer)}
         pad = pad_id(tokenizer)
         out = {}

@@ -18,11 +18,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-
 from taskbert import DataError, registries
 from taskbert_plugins.classification import (
-    ClassificationHead,
+    DROPPED,
     TextLabelTask,
+    classification_head,
     label_text,
     normalize_label_options,
 )
@@ -34,11 +34,11 @@ DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("p
 class PairOptions:
     """``task_options`` of ``sentence_pair``."""
 
-    text_a_field: str = field(default="sentence1", metadata={
+    text_a_field: str = field(default="sentence1", metadata={"predict": True, 
         "help": "record field holding the first text (premise, sentence 1)"})
-    text_b_field: str = field(default="sentence2", metadata={
+    text_b_field: str = field(default="sentence2", metadata={"predict": True, 
         "help": "record field holding the second text (hypothesis, sentence 2)"})
-    label_field: str = field(default="label", metadata={
+    label_field: str = field(default="label", metadata={"predict": True, 
         "help": "record field holding the label (or the score for regression)"})
     objective: Literal["classification", "regression"] = field(default="classification", metadata={
         "help": "classification (softmax over labels) or regression (one score, MSE loss)"})
@@ -50,7 +50,8 @@ class PairOptions:
     unseen_labels: str = field(default="error", metadata={
         "help": "labels in validation/test missing from train: error or ignore"})
     dropout: Optional[float] = field(default=None, metadata={
-        "min": 0, "max": 1, "help": "head dropout; default: the encoder's hidden_dropout_prob"})
+        "min": 0, "max": 1, "help": "head dropout; default: the one the architecture's own head uses "
+                                    "(classifier_dropout, else hidden_dropout_prob)"})
     metrics: Optional[tuple[str, ...]] = field(default=None, metadata={
         "help": "registered metric names; default accuracy, macro_f1 (classification) "
                 "or pearson, spearman (regression)"})
@@ -77,6 +78,8 @@ class SentencePair(TextLabelTask):
     def __init__(self, options=None):
         super().__init__(options)
         self.regression = self.options.objective == "regression"
+        if self.regression:
+            self.report_labels = None   # scores, not labels
         self.metric_names = self.options.metrics or DEFAULT_METRICS[self.options.objective]
         # an instance attribute: the trainer reads task.default_metric
         self.default_metric = "pearson" if self.regression else "accuracy"
@@ -96,7 +99,7 @@ class SentencePair(TextLabelTask):
                                 f"record has: {', '.join(map(str, record)) or 'nothing'}")
             return None
         if label_text(value) in self.options.drop_labels:
-            return False
+            return DROPPED
         try:
             score = float(value)
         except (TypeError, ValueError):
@@ -107,21 +110,12 @@ class SentencePair(TextLabelTask):
         return score
 
     def example_from_record(self, record, where, labelled=True):
-        if self.regression:
-            label = self._score(record, where, labelled)
-            if label is False:
-                self._count_dropped(where)
-        else:
-            label = self._label(record, where, labelled)
-        if label is False:
-            return None
+        label = self._score(record, where, labelled) if self.regression else self._label(record, where, labelled)
+        if label is DROPPED:
+            return label
         return {"text_a": self._text(record, self.options.text_a_field, where),
                 "text_b": self._text(record, self.options.text_b_field, where),
                 "label": label, "where": where}
-
-    def _count_dropped(self, where):
-        path = where.rsplit(":", 1)[0]
-        self.dropped[path] = self.dropped.get(path, 0) + 1
 
     def record_from_text(self, line):
         """A plain-text input line for ``taskbert predict`` holds ``text a<TAB>text b``:
@@ -162,11 +156,7 @@ class SentencePair(TextLabelTask):
     def build_head(self, encoder):
         if not self.regression:
             return super().build_head(encoder)
-        cfg = encoder.config
-        dropout = self.options.dropout
-        if dropout is None:
-            dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
-        return ClassificationHead(cfg.hidden_size, 1, dropout, regression=True)   # one output: the score
+        return classification_head(self, encoder, 1, regression=True)   # one output: the score
 
     def collect(self, out, batch):
         if not self.regression:
@@ -203,7 +193,7 @@ class SentencePair(TextLabelTask):
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
-        return {"labels": self.labels, "objective": self.options.objective}
+        return {**super().state_dict(), "objective": self.options.objective}
 
     def hf_config(self):
         if not self.regression:

@@ -38,7 +38,8 @@ class ScratchOptions:
     layers: int = field(default=4, metadata={"min": 1, "help": "transformer layers"})
     hidden: int = field(default=256, metadata={"min": 8, "help": "hidden size"})
     heads: int = field(default=4, metadata={"min": 1, "help": "attention heads (divide hidden)"})
-    intermediate: Optional[int] = field(default=None, metadata={"min": 1, "help": "feed-forward size; default 4 x hidden"})
+    intermediate: Optional[int] = field(default=None, metadata={
+        "min": 1, "help": "feed-forward size; default 4 x hidden"})
     max_positions: int = field(default=512, metadata={"min": 8})
     dropout: float = field(default=0.1, metadata={"min": 0, "max": 1})
     vocab_size: int = field(default=30522, metadata={"min": 10, "help": "WordPiece vocabulary to learn"})
@@ -70,7 +71,8 @@ class PretrainingOptions:
         "help": "copies of the training text, each with other pairs and masks"})
     sentence_split: Literal["regex", "lines"] = field(default="regex", metadata={
         "help": "regex: split lines at sentence ends; lines: each line is one sentence"})
-    text_field: str = field(default="text", metadata={"help": "record field with the text (jsonl/csv input)"})
+    text_field: str = field(default="text", metadata={
+        "predict": True, "help": "record field with the text (jsonl/csv input)"})
     data_seed: int = field(default=12345, metadata={"help": "seed of pairing and static masks"})
     cache_dir: Optional[str] = field(default=None, metadata={"path": True,
         "help": "where shards and vocabularies are kept; default ~/.cache/taskbert/pretraining"})
@@ -167,11 +169,11 @@ class Pretraining(Task):
     pad_fields = {}
     default_format = "documents"
     hf_architecture = "BertForPreTraining"
+    report_labels = None
 
     def __init__(self, options=None):
         super().__init__(options)
         self.hf_architecture = "BertForPreTraining" if self.options.nsp else "BertForMaskedLM"
-        self._split_of = {}
         self._stores = []      # memory-mapped shards; rows point in here by (store, item)
         self._vocab_size = None
         self.tables = None
@@ -193,8 +195,6 @@ class Pretraining(Task):
         return {self.options.text_field: line}
 
     def setup(self, examples):
-        # encode_all gets one split's list; remember which, to apply dupe_factor to train only
-        self._split_of = {id(exs): split for split, exs in examples.items()}
         if self.options.nsp:
             for split, exs in examples.items():
                 if len(exs) < 2:
@@ -224,7 +224,8 @@ class Pretraining(Task):
                    for s in doc]
         return {"sentences": (sum(n > window for n in lengths), len(lengths))}
 
-    def encode_all(self, examples, tokenizer, max_length):
+    def encode_all(self, examples, tokenizer, max_length, split=None):
+        """Rows of pretraining instances; ``dupe_factor`` applies to ``split="train"`` only."""
         if max_length > MAX_WINDOW:
             # "unlimited" (taskbert debug data looks for duplicates): one row per document
             # with all its tokens; nothing is masked or cached
@@ -233,7 +234,6 @@ class Pretraining(Task):
         if tokenizer.mask_token_id is None:
             raise SpecError("encoder: the tokenizer has no mask token; masked LM needs one")
         self.tables = vocab_tables(tokenizer, self._vocab_size or len(tokenizer))
-        split = self._split_of.get(id(examples))
         where = examples[0]["where"].rsplit(":", 1)[0] if examples else "data"
         folder, built = build(examples, tokenizer, self.tables,
                               self.build_config(max_length, train=split == "train"),

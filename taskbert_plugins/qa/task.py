@@ -19,6 +19,7 @@ from torch import nn
 
 from taskbert import DataError, Head, Task
 from taskbert_plugins.classification import is_blank
+from taskbert_plugins.own_heads import OwnHead, drop_pooler, head_layout
 
 from . import decode as qa_decode
 from . import squad
@@ -30,23 +31,26 @@ MAX_LISTED = 100   # answer mismatches listed one per line by validate; the rest
 class QAOptions:
     """``task_options`` of ``extractive_qa``."""
 
-    question_field: str = field(default="question", metadata={"help": "record field holding the question"})
-    context_field: str = field(default="context", metadata={"help": "record field holding the passage"})
-    answers_field: str = field(default="answers", metadata={
+    question_field: str = field(default="question", metadata={
+        "predict": True, "help": "record field holding the question"})
+    context_field: str = field(default="context", metadata={
+        "predict": True, "help": "record field holding the passage"})
+    answers_field: str = field(default="answers", metadata={"predict": True, 
         "help": "record field holding {text: [...], answer_start: [...]} (empty lists: unanswerable)"})
-    id_field: str = field(default="id", metadata={"help": "record field holding the question id (optional)"})
-    window_overlap_tokens: int = field(default=32, metadata={
+    id_field: str = field(default="id", metadata={
+        "predict": True, "help": "record field holding the question id (optional)"})
+    window_overlap_tokens: int = field(default=32, metadata={"predict": True, 
         "min": 0, "help": "passage tokens shared by consecutive windows of a long passage"})
-    max_question_tokens: int = field(default=64, metadata={
+    max_question_tokens: int = field(default=64, metadata={"predict": True, 
         "min": 1, "help": "longer questions are cut to this many tokens"})
-    max_answer_tokens: int = field(default=30, metadata={
+    max_answer_tokens: int = field(default=30, metadata={"predict": True, 
         "min": 1, "help": "longest answer span decoding considers, in tokens"})
-    n_best: int = field(default=20, metadata={
+    n_best: int = field(default=20, metadata={"predict": True, 
         "min": 1, "help": "best start and end positions per window combined into candidates"})
     allow_no_answer: Optional[bool] = field(default=None, metadata={
         "help": "may predict 'no answer' (SQuAD v2.0); default: true when the training data has "
                 "unanswerable questions"})
-    null_score_threshold: float = field(default=0.0, metadata={
+    null_score_threshold: float = field(default=0.0, metadata={"predict": True, 
         "help": "answer 'no answer' when null score - best span score > this"})
     answer_mismatch: Literal["warn", "error"] = field(default="warn", metadata={
         "help": "an answer text that differs from the passage at its answer_start: warn (listed "
@@ -64,16 +68,36 @@ class QAHead(Head):
     def forward(self, encoder_out, batch):
         logits = self.qa_outputs(encoder_out.last_hidden_state)   # (batch, seq, 2)
         start, end = logits.float().unbind(-1)                     # (batch, seq) each
-        allowed = batch["passage_mask"].bool()
-        allowed[:, 0] = True                                       # [CLS] = no answer here
-        # the softmax then only spreads over passage tokens and [CLS]
-        out = {"start_logits": start.masked_fill(~allowed, -1e4),
-               "end_logits": end.masked_fill(~allowed, -1e4)}
-        if "start_position" in batch:
-            ce = nn.functional.cross_entropy
-            out["loss"] = (ce(out["start_logits"], batch["start_position"]) +
-                           ce(out["end_logits"], batch["end_position"])) / 2
-        return out
+        return span_output(start, end, batch)
+
+
+class OwnQAHead(OwnHead):
+    """The architecture's own question-answering head (see :mod:`taskbert_plugins.own_heads`),
+    with the same passage mask and loss."""
+
+    kind = "qa"
+
+    def __init__(self, encoder):
+        super().__init__(encoder, num_labels=2)   # start and end
+
+    def forward(self, encoder_out, batch):
+        own = self.own_output(encoder_out, batch)
+        return span_output(own.start_logits.float(), own.end_logits.float(), batch)
+
+
+def span_output(start, end, batch):
+    """Start and end logits ``(batch, seq)`` kept to the passage and ``[CLS]``, and the mean of
+    their cross-entropies when the batch holds the answer positions."""
+    allowed = batch["passage_mask"].bool()
+    allowed[:, 0] = True                                       # [CLS] = no answer here
+    # the softmax then only spreads over passage tokens and [CLS]
+    out = {"start_logits": start.masked_fill(~allowed, -1e4),
+           "end_logits": end.masked_fill(~allowed, -1e4)}
+    if "start_position" in batch:
+        ce = nn.functional.cross_entropy
+        out["loss"] = (ce(out["start_logits"], batch["start_position"]) +
+                       ce(out["end_logits"], batch["end_position"])) / 2
+    return out
 
 
 class ExtractiveQA(Task):
@@ -85,6 +109,7 @@ class ExtractiveQA(Task):
     default_metric = "f1"
     pad_fields = {"passage_mask": 0}
     hf_architecture = "BertForQuestionAnswering"
+    report_labels = None   # answers are spans
     default_format = "squad"
 
     def __init__(self, options=None):
@@ -204,6 +229,13 @@ class ExtractiveQA(Task):
 
     # ---------------------------------------------------------------- model
     def build_head(self, encoder):
+        layout = head_layout(self, encoder.config, "qa")
+        if layout == "own":
+            head = OwnQAHead(encoder)
+            self.hf_architecture = head.architecture
+            return head
+        if layout == "bert":
+            drop_pooler(encoder)   # BertForQuestionAnswering has none
         return QAHead(encoder.config.hidden_size)
 
     # -------------------------------------------------------------- outputs
@@ -234,7 +266,8 @@ class ExtractiveQA(Task):
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
-        return {"allow_no_answer": self.allow_no_answer}
+        return {"allow_no_answer": self.allow_no_answer, "head_layout": getattr(self, "head_layout", None)}
 
     def load_state_dict(self, state):
         self.allow_no_answer = state.get("allow_no_answer", self.allow_no_answer)
+        self.head_layout = state.get("head_layout", "legacy")

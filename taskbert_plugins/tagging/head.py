@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from taskbert import Head
+from taskbert_plugins.own_heads import OwnHead
 
 
 class TokenClassificationHead(Head):
@@ -38,6 +39,26 @@ class TokenClassificationHead(Head):
     def forward(self, encoder_out, batch):
         hidden = encoder_out.last_hidden_state                 # (batch, seq, hidden)
         logits = self.classifier(self.dropout(hidden))          # (batch, seq, labels)
+        out = {"logits": logits}
+        if "labels" in batch:
+            out["loss"] = tag_loss(logits, batch["labels"])
+        return out
+
+
+class OwnTokenClassificationHead(OwnHead):
+    """The architecture's own token-classification head (see :mod:`taskbert_plugins.own_heads`):
+    its logits at every token, read and trained as :class:`TokenClassificationHead`'s are."""
+
+    kind = "token"
+
+    def __init__(self, encoder, num_labels, dropout=None, word_pooling="first"):
+        super().__init__(encoder, num_labels, dropout)
+        self.word_pooling = word_pooling
+
+    read_positions = TokenClassificationHead.read_positions
+
+    def forward(self, encoder_out, batch):
+        logits = self.own_output(encoder_out, batch).logits    # (batch, seq, labels)
         out = {"logits": logits}
         if "labels" in batch:
             out["loss"] = tag_loss(logits, batch["labels"])

@@ -22,9 +22,9 @@ from typing import Literal, Optional
 
 import torch
 
-from taskbert import DataError, SpecError, Task
+from taskbert import DataError, SpecError, Task, head_dropout
+from taskbert_plugins.own_heads import drop_pooler, head_layout
 
-from .head import TokenClassificationHead
 from .entities import (
     char_offsets,
     entity_scores,
@@ -32,13 +32,15 @@ from .entities import (
     invalid_transitions,
     tag_problem,
 )
+from .head import OwnTokenClassificationHead, TokenClassificationHead
 from .windows import word_windows
 
 
 @dataclass(frozen=True)
 class TaggingOptions:
-    tokens_field: str = field(default="tokens", metadata={"help": "record field holding the list of words"})
-    tags_field: str = field(default="tags", metadata={"help": "record field holding one tag per word"})
+    tokens_field: str = field(default="tokens", metadata={
+        "predict": True, "help": "record field holding the list of words"})
+    tags_field: str = field(default="tags", metadata={"predict": True, "help": "record field holding one tag per word"})
     scheme: Literal["IOB2", "IOBES", "IOB1", "none"] = field(default="IOB2", metadata={
         "help": "entity tag scheme scored with seqeval; none for tags without spans (POS)"})
     labels: Optional[tuple[str, ...]] = field(default=None, metadata={
@@ -49,13 +51,14 @@ class TaggingOptions:
         "help": "train on the first subtoken of each word only, or on all of them"})
     word_pooling: Literal["first", "mean", "max"] = field(default="first", metadata={
         "help": "word prediction from its subtokens' logits: first, mean or max"})
-    window_overlap: Optional[int] = field(default=None, metadata={"min": 0, "help":
+    window_overlap: Optional[int] = field(default=None, metadata={"predict": True, "min": 0, "help":
         "subtokens shared by consecutive windows of a long sentence; default: half a window"})
     text_tokenizer: Literal["whitespace", "punctuation"] = field(default="whitespace", metadata={
-        "help": "how `predict --format text` splits lines into words: at whitespace, or also "
+        "predict": True, "help": "how `predict --format text` splits lines into words: at whitespace, or also "
                 "punctuation off words"})
     dropout: Optional[float] = field(default=None, metadata={
-        "min": 0, "max": 1, "help": "head dropout; default: the encoder's hidden_dropout_prob"})
+        "min": 0, "max": 1, "help": "head dropout; default: the one the architecture's own head uses "
+                                    "(classifier_dropout, else hidden_dropout_prob)"})
 
 
 def special_tokens(tokenizer):
@@ -65,6 +68,23 @@ def special_tokens(tokenizer):
     first = words.index(0)
     last = len(words) - 1 - words[::-1].index(0)
     return ids[:first], ids[last + 1:]
+
+
+def word_prefix(tokenizer):
+    """What goes before each word so that it is tokenized as in running text: ``" "`` for a
+    byte-level BPE tokenizer without ``add_prefix_space`` (RoBERTa, ModernBERT: a word split
+    on its own would lose the space marker and read ``'lives'`` as ``'li', 've', 's'``),
+    else ``""`` (WordPiece and SentencePiece mark word starts themselves). Found by a probe:
+    the second word of ``"hello world"`` in running text against the same word given alone."""
+    words = ["hello", "world"]
+    running = tokenizer(" ".join(words), add_special_tokens=False, return_offsets_mapping=True)
+    second = [t for t, (a, _) in zip(running["input_ids"], running["offset_mapping"]) if a >= len(words[0])]
+
+    def alone(prefix):
+        enc = tokenizer([[prefix + w for w in words]], is_split_into_words=True, add_special_tokens=False)
+        return [t for t, w in zip(enc["input_ids"][0], enc.word_ids(0)) if w == 1]
+
+    return " " if alone("") != second and alone(" ") == second else ""
 
 
 def _listing(labels, most=12):
@@ -79,6 +99,7 @@ class TokenClassification(Task):
     description = "one tag per word (POS, NER) from a per-token softmax; word-level labels"
     Options = TaggingOptions
     hf_architecture = "BertForTokenClassification"
+    report_labels = "per_word"
     pad_fields = {"labels": -100, "word_slot": -1}
     default_format = "conll"
 
@@ -190,7 +211,9 @@ class TokenClassification(Task):
         """Per example, the subtoken ids of each word (one batched tokenizer call) and the
         indices of words that gave none; those get the unknown token (if the tokenizer has
         one) so they keep their place."""
-        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True,
+        prefix = word_prefix(tokenizer)
+        enc = tokenizer([[prefix + w for w in ex["tokens"]] if prefix else ex["tokens"] for ex in examples],
+                        is_split_into_words=True,
                         add_special_tokens=False, return_attention_mask=False,
                         return_token_type_ids=False, verbose=False)
         unk = tokenizer.unk_token_id
@@ -263,9 +286,15 @@ class TokenClassification(Task):
     # ----------------------------------------------------------------- model
     def build_head(self, encoder):
         cfg = encoder.config
-        dropout = self.options.dropout
-        if dropout is None:
-            dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
+        layout = head_layout(self, cfg, "token")
+        if layout == "own":   # the architecture's own layout, so best/ reloads as is
+            head = OwnTokenClassificationHead(encoder, len(self.labels), self.options.dropout,
+                                              self.options.word_pooling)
+            self.hf_architecture = head.architecture
+            return head
+        dropout = self.options.dropout if self.options.dropout is not None else head_dropout(cfg, "token")
+        if layout == "bert":
+            drop_pooler(encoder)   # BertForTokenClassification has none
         return TokenClassificationHead(cfg.hidden_size, len(self.labels), dropout, self.options.word_pooling)
 
     # --------------------------------------------------------------- outputs
@@ -342,11 +371,13 @@ class TokenClassification(Task):
 
     # ----------------------------------------------------------------- state
     def state_dict(self):
-        return {"labels": self.labels, "fallback_tag": self.fallback_tag}
+        return {"labels": self.labels, "fallback_tag": self.fallback_tag,
+                "head_layout": getattr(self, "head_layout", None)}
 
     def load_state_dict(self, state):
         self.labels, self._index = state["labels"], None
         self.fallback_tag = state.get("fallback_tag")
+        self.head_layout = state.get("head_layout", "legacy")
 
     def hf_config(self):
         return {"id2label": {str(i): t for i, t in enumerate(self.labels)},

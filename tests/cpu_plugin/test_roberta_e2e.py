@@ -18,7 +18,7 @@ def _read(path):
 
 
 def _predict(run_dir, examples, whole=False):
-    from taskbert.predict import load_run, predict_examples
+    from taskbert.cli.runs import load_run, predict_examples
 
     loaded = load_run(run_dir)
     if whole:   # the stock encoder on every batch: the reference
@@ -38,7 +38,7 @@ def classifier(tmp_path_factory):
 
 
 def test_roberta_classifier_predictions_agree_everywhere(classifier):
-    from taskbert.predict import load_run, read_inputs
+    from taskbert.cli.runs import load_run, read_inputs
 
     run_dir, dev = classifier
     own = [p for p in _read(os.path.join(run_dir, "predictions.jsonl")) if p["split"] == "validation"]
@@ -56,7 +56,7 @@ def test_roberta_classifier_onnx_export_agrees(classifier, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from taskbert.cli.export import OnnxModel
-    from taskbert.predict import load_run, read_inputs
+    from taskbert.cli.runs import load_run, read_inputs
 
     run_dir, dev = classifier
     out = str(tmp_path / "onnx")
@@ -70,7 +70,7 @@ def test_roberta_classifier_onnx_export_agrees(classifier, tmp_path):
 
 
 def test_roberta_tagger_predictions_agree_everywhere(tmp_path):
-    from taskbert.predict import load_run, read_inputs
+    from taskbert.cli.runs import load_run, read_inputs
 
     encoder = make_tiny_encoder(str(tmp_path / "encoder"), PER + LOC + FILLER + ["acme", "corp", "y"],
                                 model_type="roberta")

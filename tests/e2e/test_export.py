@@ -33,7 +33,7 @@ def exported(trained):
 
 
 def torch_predictions(run_dir, texts):
-    from taskbert.predict import load_run, predict_examples
+    from taskbert.cli.runs import load_run, predict_examples
 
     loaded = load_run(run_dir)
     examples = [loaded.task.example_from_record({"text": t}, f"t{i}", labelled=False) for i, t in enumerate(texts)]

@@ -77,7 +77,7 @@ def test_a_txt_read_in_the_tasks_format_says_so(run_dir, tmp_path):
 def test_a_bad_text_line_names_file_and_line(tmp_path):
     """A task's ``record_from_text`` error gets the input's file and line number."""
     from taskbert.errors import DataError
-    from taskbert.predict import read_inputs
+    from taskbert.cli.runs import read_inputs
 
     class Task:
         default_format = None
@@ -107,9 +107,43 @@ def test_an_unknown_extension_needs_format(trained_run, tmp_path):
 
 
 def test_an_input_with_the_training_files_extension_gets_the_runs_format():
-    from taskbert.predict import run_format
+    from taskbert.cli.runs import run_format
 
     info = {"spec": {"data": {"train": "/data/wsj/train.txt", "format": "wordtag"}}}
     assert run_format(info, "more.TXT") == "wordtag"
     assert run_format(info, "more.jsonl") is None
     assert run_format({"spec": {"data": {"train": "/data/train.txt"}}}, "more.txt") is None
+
+
+def test_task_options_that_do_not_shape_the_model_change_at_predict_time(trained_run, tmp_path):
+    """``--task-option`` changes an option marked ``predict`` (here the input's text field):
+    the same texts under another field name get the same predictions; an option the trained
+    model depends on, or none of the task's, is one line and exit 2, before weights load."""
+    texts = ["good great fine", "bad awful poor", "great good", "poor bad"]
+    plain, renamed = tmp_path / "plain.jsonl", tmp_path / "renamed.jsonl"
+    plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    renamed.write_text("".join(json.dumps({"review": t}) + "\n" for t in texts))
+    result, before = _predict(trained_run, plain)
+    assert result.exit_code == 0, result.output
+    result, _ = _predict(trained_run, renamed)
+    assert result.exit_code == 2 and "missing text field 'text'" in result.stderr
+    result, after = _predict(trained_run, renamed, "--task-option", "text_field=review")
+    assert result.exit_code == 0, result.output
+    assert [p["label"] for p in after] == [p["label"] for p in before] and len(after) == 4
+    result, _ = _predict(trained_run, plain, "--task-option", "labels=[a, b]")
+    assert result.exit_code == 2 and "--task-option labels: is fixed by the trained model; options " \
+                                     "predict may change: text_field, label_field" in result.stderr
+    result, _ = _predict(trained_run, plain, "--task-option", "nope=1")
+    assert result.exit_code == 2 and "is not an option of task 'sentence_classification'" in result.stderr
+    result, _ = _predict(trained_run, plain, "--task-option", "text_field")
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.stderr
+
+
+def test_serve_takes_task_options_too(trained_run):
+    from taskbert.cli.serve import make_server
+
+    srv = make_server(trained_run, "127.0.0.1", 0, quiet=True, task_options={"text_field": "review"})
+    try:
+        assert srv.predictor.task.options.text_field == "review"
+    finally:
+        srv.server_close()

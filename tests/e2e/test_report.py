@@ -117,3 +117,45 @@ def test_report_of_a_tagging_run_folder(tmp_path):
 def test_report_refuses_a_folder_without_metrics(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no metrics.jsonl" in result.output
+
+
+def test_the_tasks_report_labels_decide_what_is_compared():
+    """A multi-label gold (a set of labels, as a list) is not per-word tags: a task that says
+    ``report_labels = None`` gets no matrix; ``per_example`` never pairs lists, ``per_word``
+    never pairs single labels."""
+    multi = [{"split": "validation", "labels": ["sports", "news"], "gold": ["news", "sports"]}]
+    assert label_pairs(multi)[1] == [("news", "sports"), ("sports", "news")]   # the shape guess
+    assert label_pairs(multi, kind=None) == (None, [])
+    assert label_pairs(multi, kind="per_example") == (None, [])
+    one = [{"split": "validation", "label": "pos", "gold": "neg"}]
+    assert label_pairs(one, kind="per_example") == ("label", [("neg", "pos")])
+    assert label_pairs(one, kind="per_word") == (None, [])
+
+
+def test_a_plugin_adds_a_section_and_the_run_task_sets_the_kind(trained, monkeypatch, tmp_path):
+    """``taskbert_report_sections`` gets the run's task (from best/) and its lines reach
+    report.md; the built-in classifier compares labels per example."""
+    from types import SimpleNamespace
+
+    from taskbert import hookimpl
+    from taskbert.plugins import manager as plugin_mod
+
+    seen = {}
+
+    @hookimpl
+    def taskbert_report_sections(run_dir, out_dir, task, history, predictions):
+        seen.update(task=task.name, kind=task.report_labels, lines=len(predictions))
+        return ["## Calibration", "", "all fine"]
+
+    real = plugin_mod.metadata.entry_points
+    ep = SimpleNamespace(name="extra", value="fake_extra", load=lambda: SimpleNamespace(
+        taskbert_report_sections=taskbert_report_sections), dist=SimpleNamespace(name="extra", version="1"))
+    monkeypatch.setattr(plugin_mod.metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == plugin_mod.ENTRY_POINT_GROUP else real(**kw))
+    plugin_mod.reset()
+    try:
+        write_report(trained[1], str(tmp_path / "rep"))
+    finally:
+        plugin_mod.reset()
+    assert seen["task"] == "sentence_classification" and seen["kind"] == "per_example" and seen["lines"] > 0
+    assert "## Calibration\n\nall fine" in (tmp_path / "rep" / "report.md").read_text()

@@ -132,6 +132,10 @@ def _hookimpl_plugin(hook_name, argnames, body=lambda **kw: None):
     ("taskbert_register_task", ["register"],
      "plugin 'bad' implements an unknown hook 'taskbert_register_task' "
      r"\(did you mean 'taskbert_register_tasks'\?\)"),
+    # a hook of an earlier version: what replaced it
+    ("taskbert_load_encoder", ["spec"],
+     "plugin 'bad' implements an unknown hook 'taskbert_load_encoder' "
+     r"\(it was replaced by taskbert_encoder_source, which returns a taskbert.EncoderSource"),
 ])
 def test_a_broken_plugin_is_one_line_naming_it_and_the_way_around_it(monkeypatch, hook_name, argnames,
                                                                      expected):
@@ -188,48 +192,66 @@ def test_plugin_names_in_the_environment_that_match_nothing_are_warned_about(mon
         plugin_mod.reset()
 
 
-def test_an_encoder_a_plugin_claims_skips_the_cores_checks(monkeypatch, tmp_path, tiny_encoder, sentiment_data):
-    """Offline, 'in-house://tiny' is neither a folder nor a cached hub id: the core would refuse
-    it, but a plugin that claims it (``taskbert_claims_encoder``) serves it through
-    ``taskbert_load_encoder``, in validate and run alike."""
+def test_an_encoder_source_of_a_plugins_own_is_checked_once_and_loaded_once(monkeypatch, tmp_path,
+                                                                             tiny_encoder, sentiment_data):
+    """Offline, 'in-house://tiny' is neither a folder nor a cached hub id: the built-in source
+    refuses it, but a plugin's ``taskbert_encoder_source`` serves it, in validate and run alike;
+    the core calls its ``check`` once per command and its ``load`` once per run."""
     from types import SimpleNamespace
 
-    from taskbert import hookimpl
+    from taskbert import EncoderSource, hookimpl
     from taskbert.encoder import load_model, load_tokenizer
-    from taskbert.testing import run_spec
+    from taskbert.testing import run_spec, write_spec
 
-    served = []
+    calls = []
+
+    class InHouse(EncoderSource):
+        name = "in-house://tiny"
+
+        def check(self):
+            calls.append("check")
+
+        def load(self):
+            calls.append("load")
+            return load_model(tiny_encoder), load_tokenizer(tiny_encoder)
 
     @hookimpl
-    def taskbert_claims_encoder(spec):
-        return True if spec.encoder.model == "in-house://tiny" else None
+    def taskbert_encoder_source(spec):
+        return InHouse() if spec.encoder.model == "in-house://tiny" else None
 
-    @hookimpl
-    def taskbert_load_encoder(spec):
-        if spec.encoder.model != "in-house://tiny":
-            return None
-        served.append(spec.encoder.model)
-        return load_model(tiny_encoder), load_tokenizer(tiny_encoder)
-
-    _with_entry_points(monkeypatch, inhouse=SimpleNamespace(taskbert_claims_encoder=taskbert_claims_encoder,
-                                                            taskbert_load_encoder=taskbert_load_encoder))
+    _with_entry_points(monkeypatch, inhouse=SimpleNamespace(taskbert_encoder_source=taskbert_encoder_source))
     try:
         train, dev = sentiment_data
         spec = {"task": "sentence_classification", "encoder": {"model": "in-house://tiny", "max_length": 32},
                 "data": {"train": train, "validation": dev},
                 "train": {"max_steps": 2, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
-        from taskbert.testing import write_spec
-
         result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
         assert result.exit_code == 0, result.output
+        assert calls == ["check"]
         run_spec(spec, str(tmp_path))
-        assert served == ["in-house://tiny"]
+        assert calls == ["check", "check", "load"]
         monkeypatch.setenv("TASKBERT_DISABLE_PLUGINS", "inhouse")   # without the plugin: refused
         plugin_mod.reset()
         result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
         assert result.exit_code == 2 and "model folder not found: 'in-house://tiny'" in result.stderr
     finally:
         plugin_mod.reset()
+
+
+def test_the_builtin_source_checks_the_folder_once_per_run(monkeypatch, tmp_path, tiny_encoder, sentiment_data):
+    """One check of ``encoder.model`` per command, however many parts of the run need its paths."""
+    from taskbert import encoder as enc
+    from taskbert.testing import run_spec
+
+    seen = []
+    real = enc.check_encoder
+    monkeypatch.setattr(enc, "check_encoder", lambda spec: seen.append(spec.encoder.model) or real(spec))
+    train, dev = sentiment_data
+    run_spec({"task": "sentence_classification", "encoder": {"model": tiny_encoder, "max_length": 32},
+              "data": {"train": train, "validation": dev},
+              "train": {"max_steps": 2, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")},
+             str(tmp_path))
+    assert len(seen) == 1
 
 
 def test_plugin_commands_are_there_for_click_runner_too(monkeypatch):

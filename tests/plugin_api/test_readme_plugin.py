@@ -12,7 +12,7 @@ import re
 import types
 
 from taskbert.plugins import manager as plugin_mod
-from taskbert.predict import load_run, predict_examples, read_inputs
+from taskbert.cli.runs import load_run, predict_examples, read_inputs
 from taskbert.testing import check_task_class, run_spec
 from test_plugins import _with_entry_points  # a fake `taskbert` entry point, other groups real
 

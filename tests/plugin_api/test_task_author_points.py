@@ -116,7 +116,7 @@ def _flag_data(path, n, seed):
 def test_a_task_adds_a_token_and_sees_the_tokenizer_in_build_head(tiny_encoder, tmp_path, monkeypatch):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from taskbert.predict import load_run, predict_examples
+    from taskbert.cli.runs import load_run, predict_examples
     from taskbert_plugins.classification import SentenceClassification
 
     original = SentenceClassification.build_head

@@ -158,7 +158,7 @@ def test_dynamic_masks_per_batch_follow_the_same_rules(tmp_path, tokenizer):
     task = Pretraining(PretrainingOptions(masking="dynamic", cache_dir=str(tmp_path / "cache")))
     path = write_corpus(tmp_path / "c.txt", documents(60, 6))
     task.setup({"train": (exs := examples_of(path))})
-    rows = task.encode_all(exs, tokenizer, 64)
+    rows = task.encode_all(exs, tokenizer, 64, split="train")
     from taskbert.data.batching import collate
 
     batch = collate(rows[:32], tokenizer.pad_token_id, task.pad_fields)
@@ -201,7 +201,7 @@ def test_rows_are_light_views_into_the_memmap(tmp_path, tokenizer):
     path = write_corpus(tmp_path / "c.txt", documents(50, 9))
     exs = examples_of(path)
     task.setup({"train": exs})
-    rows = task.encode_all(exs, tokenizer, 32)
+    rows = task.encode_all(exs, tokenizer, 32, split="train")
     assert all(len(r["input_ids"]) <= 32 for r in rows)
     for r in rows:   # views into the memory-mapped shard, not copies
         tokens = task._stores[r["store"]]["tokens"]

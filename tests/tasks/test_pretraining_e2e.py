@@ -86,7 +86,7 @@ def test_predict_scores_new_documents(pretrained, corpus, tmp_path):
 def test_best_loads_as_bert_for_pretraining_with_the_same_outputs(pretrained):
     from transformers import AutoTokenizer, BertForPreTraining
 
-    from taskbert.predict import load_run
+    from taskbert.cli.runs import load_run
 
     _, run_dir = pretrained
     best = os.path.join(run_dir, "best")

@@ -150,7 +150,7 @@ def test_blank_question_or_passage_is_refused(record, expected):
 
 def test_plain_text_lines_are_refused_with_the_formats_that_work(tmp_path):
     from taskbert import DataError
-    from taskbert.predict import read_inputs
+    from taskbert.cli.runs import read_inputs
     from taskbert_plugins.qa import ExtractiveQA
 
     text = tmp_path / "qa.txt"

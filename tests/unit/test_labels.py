@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from taskbert import SpecError
+from taskbert import Skip, SpecError
 from taskbert.cli import cli
 from taskbert.config.schema import build
 from taskbert.testing import run_spec
@@ -117,10 +117,23 @@ def test_scalar_labels_become_names():
 
 def test_drop_labels_still_skip_before_checks():
     task = SentenceClassification(ClassificationOptions(drop_labels=("-", "nan")))
-    assert task.example_from_record({"text": "t", "label": "-"}, "f.jsonl:1") is None
-    assert task.example_from_record({"text": "t", "label": float("nan")}, "f.jsonl:2") is None
-    assert task.check([], "train", "f.jsonl") == [
-        "f.jsonl: skipped 2 records whose label is in task_options.drop_labels"]
+    skip = Skip("whose label is in task_options.drop_labels")
+    assert task.example_from_record({"text": "t", "label": "-"}, "f.jsonl:1") == skip
+    assert task.example_from_record({"text": "t", "label": float("nan")}, "f.jsonl:2") == skip
+
+
+def test_skipped_records_are_counted_per_file_and_reason(tmp_path):
+    """The core counts what a task skips (``taskbert.Skip``) and says it once per file and reason."""
+    from taskbert import registries
+    from taskbert.data.splits import read_examples
+
+    path = tmp_path / "f.jsonl"
+    path.write_text("".join(f'{{"text": "t{i}", "label": "{lab}"}}\n' for i, lab in enumerate("a-b-c-")))
+    notes = []
+    task = SentenceClassification(ClassificationOptions(drop_labels=("-",)))
+    examples = read_examples(str(path), "jsonl", task, registries().readers, notes=notes)
+    assert [e["label"] for e in examples] == ["a", "b", "c"]
+    assert notes == [f"{path}: skipped 3 records whose label is in task_options.drop_labels"]
 
 
 # ----------------------------------------------------------------- label order
@@ -182,7 +195,7 @@ def test_integer_option_labels_become_names():
     assert opts.labels == ("2", "0", "true", "x") and opts.drop_labels == ("-1",)
     task = SentenceClassification(opts)
     assert task.labels == ["2", "0", "true", "x"]   # the listed order, not sorted
-    assert task.example_from_record({"text": "t", "label": -1}, "f.jsonl:1") is None
+    assert task.example_from_record({"text": "t", "label": -1}, "f.jsonl:1") == Skip("whose label is in task_options.drop_labels")
     assert PairOptions(labels=(1, 0)).labels == ("1", "0")
 
 
@@ -200,3 +213,16 @@ def test_option_label_that_is_not_a_label_is_refused(tmp_path, tiny_encoder):
     assert_one_line_error(validate(tmp_path, tiny_encoder, "sentence_classification", train,
                                    {"labels": ["a", ""]}),
                           "s.yaml", "task_options", "labels: '' is not a label")
+
+
+def test_head_dropout_follows_the_architectures_own_head():
+    """classifier_dropout 0.0 is a setting, not "unset"; DistilBERT's heads read keys of their own."""
+    from transformers import BertConfig, DistilBertConfig, ElectraConfig
+
+    from taskbert import head_dropout
+
+    assert head_dropout(BertConfig(hidden_dropout_prob=0.3)) == 0.3
+    assert head_dropout(BertConfig(hidden_dropout_prob=0.3, classifier_dropout=0.0)) == 0.0
+    assert head_dropout(ElectraConfig(classifier_dropout=0.25)) == 0.25
+    distil = DistilBertConfig(seq_classif_dropout=0.2, dropout=0.15, qa_dropout=0.05)
+    assert [head_dropout(distil, k) for k in ("sequence", "token", "qa")] == [0.2, 0.15, 0.05]

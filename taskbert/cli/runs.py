@@ -4,14 +4,17 @@
 ``taskbert.json``; ``predict_file`` reads jsonl/csv/tsv records or plain text lines.
 """
 
+import dataclasses
 import json
 import os
 
-from .config.schema import build
-from .data.splits import EXTENSION_FORMATS, check_file
-from .errors import DataError, SpecError
-from .plugins.manager import registries
-from .train import checkpoint as ckpt
+import yaml
+
+from ..config.schema import build, predict_options
+from ..data.splits import EXTENSION_FORMATS, check_file
+from ..errors import DataError, SpecError
+from ..plugins.manager import registries
+from ..train import checkpoint as ckpt
 
 
 class LoadedModel:
@@ -32,27 +35,60 @@ def find_model_folder(path):
                     f"in it or in {os.path.join(path, 'best')})")
 
 
-def load_task(folder):
-    """The task instance and ``taskbert.json`` contents of a model folder (no weights)."""
+def task_option_overrides(items):
+    """``{name: value}`` from ``--task-option KEY=VALUE`` items, each value read as YAML."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--task-option: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _with_overrides(task_cls, saved, overrides):
+    """The run's ``task_options`` with the ``--task-option`` values that may change at predict
+    time (fields marked ``metadata={"predict": True}``); any other is one line."""
+    allowed = predict_options(task_cls.Options)
+    for key in overrides:
+        if key not in allowed:
+            fields = {f.name for f in dataclasses.fields(task_cls.Options)}
+            why = "is fixed by the trained model" if key in fields else f"is not an option of task {task_cls.name!r}"
+            raise SpecError(f"--task-option {key}: {why}; options predict may change: "
+                            f"{', '.join(allowed) or 'none'}")
+    return {**saved, **overrides}
+
+
+def load_task(folder, task_options=None):
+    """The task instance and ``taskbert.json`` contents of a model folder (no weights);
+    ``task_options`` changes the options that may change at predict time."""
     with open(os.path.join(folder, ckpt.TASK_FILE), encoding="utf-8") as fh:
         info = json.load(fh)
     task_cls = registries().tasks.get(info["task"], where=f"{folder}/{ckpt.TASK_FILE}: task")
-    options = build(task_cls.Options, info.get("task_options") or {}, "task_options",
-                    {"file": os.path.join(folder, ckpt.TASK_FILE), "base": None})
+    saved = info.get("task_options") or {}
+    given = _with_overrides(task_cls, saved, task_options) if task_options else saved
+    options = build(task_cls.Options, given, "task_options",
+                    {"file": "--task-option" if task_options else os.path.join(folder, ckpt.TASK_FILE), "base": None})
     task = task_cls(options)
     task.load_state_dict(info.get("task_state") or {})
     return task, info
 
 
-def load_run(path):
-    """Restore task, encoder, head and tokenizer from a run or model folder."""
-    from .encoder import load_model, load_tokenizer
-    from .task import TaskModel, build_head_for
+def load_run(path, task_options=None):
+    """Restore task, encoder, head and tokenizer from a run or model folder (``task_options``:
+    see :func:`load_task`)."""
+    from ..encoder import load_model, load_tokenizer
+    from ..task import TaskModel, build_head_for
 
     folder = find_model_folder(path)
-    task, info = load_task(folder)
+    task, info = load_task(folder, task_options)
     encoder = load_model(folder)
     tokenizer = load_tokenizer(folder)
+    if task_options:   # a changed option is checked as a run checks it
+        try:
+            task.check_encoding(tokenizer, info.get("max_length") or 128, encoder.config)
+        except SpecError as exc:
+            raise SpecError(f"--task-option: {exc}") from exc
     head = build_head_for(task, encoder, tokenizer)
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     ckpt.load_head_state(folder, head, info.get("encoder_prefix", "bert"))
@@ -119,14 +155,14 @@ def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
 
 def predict_examples(loaded, examples, batch_size=64):
     """One prediction dict per example."""
-    from .data.batching import pad_id
-    from .inference import run_inference
-    from .train.optim import pick_device
+    from ..data.batching import pad_id
+    from ..inference import run_inference
+    from ..train.optim import pick_device
 
     device = pick_device()
     loaded.model.to(device)
     if not loaded.prepared:
-        from .plugins.manager import hook
+        from ..plugins.manager import hook
 
         hook().taskbert_prepare_model(model=loaded.model, device=device, phase="predict")
         loaded.prepared = True

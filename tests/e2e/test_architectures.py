@@ -1,0 +1,80 @@
+"""Every encoder architecture: ``best/`` loads in plain transformers' ``AutoModelFor*`` with
+no missing or unexpected keys and predicts what ``taskbert predict`` predicts.
+
+Tiny random encoders of each architecture (2 layers, hidden 32, a WordPiece vocabulary) are
+trained for a few steps; the check is on the saved layout and the reload, not on accuracy.
+"""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from taskbert.cli import cli
+from taskbert.testing import TINY_WORDS, make_tiny_encoder, run_spec, tiny_classification_spec, write_polarity_data
+from tests.tasks.test_tagging_e2e import FILLER, LOC, PER, write_conll
+
+ARCHITECTURES = ["bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "albert", "mpnet",
+                 "deberta-v2", "modernbert"]
+
+
+def _predict(run_dir, rows, tmp_path):
+    source = tmp_path / "inputs.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(cli, ["predict", str(run_dir), str(source)])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _reload(auto_class, folder):
+    from transformers import AutoTokenizer
+
+    model, info = auto_class.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"], info["missing_keys"]
+    assert not info["unexpected_keys"], info["unexpected_keys"]
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_classifier_reloads_with_its_own_head_and_the_same_predictions(arch, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), TINY_WORDS, model_type=arch)
+    train = write_polarity_data(tmp_path / "train.jsonl", 96, 1)
+    dev = write_polarity_data(tmp_path / "dev.jsonl", 32, 2)
+    _, run_dir = run_spec(tiny_classification_spec(encoder, train, dev, tmp_path / "run", epochs=1), str(tmp_path))
+    model, tokenizer = _reload(AutoModelForSequenceClassification, f"{run_dir}/best")
+    with open(dev, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh][:16]
+    ours = _predict(run_dir, rows, tmp_path)
+    enc = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.softmax(-1)
+    theirs = [model.config.id2label[i] for i in probs.argmax(-1).tolist()]
+    assert [p["label"] for p in ours] == theirs
+    ours_probs = torch.tensor([[p["probabilities"][model.config.id2label[i]] for i in range(probs.size(1))]
+                               for p in ours])
+    assert torch.allclose(ours_probs, probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_tagger_reloads_with_its_own_head_and_the_same_tags(arch, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), PER + LOC + FILLER + ["acme", "corp", "y"], model_type=arch)
+    spec = {"task": "token_classification", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"format": "conll", "train": write_conll(tmp_path / "train.txt", 64, 1),
+                     "validation": write_conll(tmp_path / "dev.txt", 16, 2)},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "loggers": []}, "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    model, tokenizer = _reload(AutoModelForTokenClassification, f"{run_dir}/best")
+    sentences = [["alice", "lives", "in", "paris"], ["bobby", "works", "at", "acme", "corp"], ["london"]]
+    ours = _predict(run_dir, [{"tokens": s} for s in sentences], tmp_path)
+    for words, pred in zip(sentences, ours):
+        enc = tokenizer([words], is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0]
+        word_ids = enc.word_ids(0)
+        firsts = [word_ids.index(w) for w in range(len(words))]   # word_pooling: first
+        assert pred["tags"] == [model.config.id2label[int(logits[i].argmax())] for i in firsts]
