@@ -5,6 +5,7 @@ Tiny random encoders of each architecture (2 layers, hidden 32, a WordPiece voca
 trained for a few steps; the check is on the saved layout and the reload, not on accuracy.
 """
 
+import inspect
 import json
 
 import pytest
@@ -78,3 +79,69 @@ def test_a_tagger_reloads_with_its_own_head_and_the_same_tags(arch, tmp_path):
         word_ids = enc.word_ids(0)
         firsts = [word_ids.index(w) for w in range(len(words))]   # word_pooling: first
         assert pred["tags"] == [model.config.id2label[int(logits[i].argmax())] for i in firsts]
+
+
+def test_a_run_saved_before_own_layouts_still_loads(tmp_path):
+    """A ``taskbert.json`` without ``head_layout`` is a run of an earlier version: its BERT-style
+    head and the encoder's pooler (saved then, unread by a tagger) load as they were saved."""
+    from safetensors.torch import load_file, save_file
+
+    from taskbert.cli.runs import load_run, predict_examples
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), PER + LOC + FILLER, model_type="roberta")
+    spec = {"task": "token_classification", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"format": "conll", "train": write_conll(tmp_path / "train.txt", 48, 1),
+                     "validation": write_conll(tmp_path / "dev.txt", 8, 2)},
+            "train": {"epochs": 1, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    best = f"{run_dir}/best"
+    examples = [{"tokens": ["alice", "lives", "in", "paris"], "tags": None, "where": "x:1"}]
+    now = predict_examples(load_run(best), examples)
+    # rewrite best/ as an earlier version saved a RoBERTa tagger: classifier.* at the top (the
+    # BERT-style head has the same two tensors for a tagger), the pooler kept, no head_layout
+    state = load_file(f"{best}/model.safetensors")
+    hidden = state["classifier.weight"].shape[1]
+    state["roberta.pooler.dense.weight"] = torch.zeros(hidden, hidden)
+    state["roberta.pooler.dense.bias"] = torch.zeros(hidden)
+    save_file(state, f"{best}/model.safetensors", metadata={"format": "pt"})
+    with open(f"{best}/taskbert.json", encoding="utf-8") as fh:
+        info = json.load(fh)
+    assert info["task_state"].pop("head_layout") == "own"
+    with open(f"{best}/taskbert.json", "w", encoding="utf-8") as fh:
+        json.dump(info, fh)
+    loaded = load_run(best)
+    assert loaded.task.head_layout == "legacy" and loaded.model.encoder.pooler is not None
+    assert predict_examples(loaded, examples) == now
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "deberta-v2", "modernbert"])
+def test_a_qa_model_reloads_with_its_own_head_and_the_same_logits(arch, tmp_path):
+    from transformers import AutoModelForQuestionAnswering
+
+    from taskbert import EvalLoader, pad_id
+    from taskbert.cli.runs import load_run
+    from tests.tasks.test_qa_e2e import MAX_LENGTH, OPTIONS, WORDS, write_qa
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), WORDS, model_type=arch)
+    write_qa(tmp_path / "train.jsonl", 48, 1)
+    dev = write_qa(tmp_path / "dev.jsonl", 8, 2)
+    spec = {"task": "extractive_qa", "encoder": {"model": encoder, "max_length": MAX_LENGTH},
+            "data": {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "dev.jsonl")},
+            "task_options": OPTIONS, "train": {"epochs": 1, "batch_size": 16, "loggers": []},
+            "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    model, _ = _reload(AutoModelForQuestionAnswering, f"{run_dir}/best")
+    loaded = load_run(f"{run_dir}/best")
+    examples = [{"question": r["question"], "context": r["context"], "id": r["id"], "answers": None,
+                 "where": "x:1"} for r in dev]
+    rows = loaded.task.encode_all(examples, loaded.tokenizer, MAX_LENGTH)
+    for _, batch in EvalLoader(rows, 8, pad_id(loaded.tokenizer), loaded.task.pad_fields):
+        with torch.no_grad():
+            ours = loaded.model(batch)
+            types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch and \
+                "token_type_ids" in inspect.signature(model.forward).parameters else {}
+            theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **types)
+        allowed = batch["passage_mask"].bool()
+        allowed[:, 0] = True
+        assert torch.allclose(ours["start_logits"][allowed], theirs.start_logits[allowed].float(), atol=1e-5)
+        assert torch.allclose(ours["end_logits"][allowed], theirs.end_logits[allowed].float(), atol=1e-5)
