@@ -24,7 +24,8 @@ from taskbert import Head
 #: head kind -> the transformers auto class whose layout ``best/`` takes
 AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification",
                 "token": "AutoModelForTokenClassification",
-                "qa": "AutoModelForQuestionAnswering"}
+                "qa": "AutoModelForQuestionAnswering",
+                "mlm": "AutoModelForMaskedLM"}
 #: architectures whose own heads are the built-in BERT-style ones (nothing to adopt)
 BERT_LAYOUT = ("bert", "albert")
 #: config keys a head's dropout may be read from, per architecture; ``task_options.dropout``
@@ -41,8 +42,8 @@ def wants_own_head(config, kind):
     """True when ``config``'s architecture has a ``*For<kind>*`` head of a layout of its own."""
     import transformers
 
-    if getattr(config, "model_type", None) in BERT_LAYOUT:
-        return False
+    if getattr(config, "model_type", None) in (("bert",) if kind == "mlm" else BERT_LAYOUT):
+        return False   # BERT's own (ALBERT's masked-LM head projects to its embedding size)
     auto = getattr(transformers, AUTO_CLASSES[kind])
     return type(config) in auto._model_mapping
 

@@ -25,9 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskbert import DataError, Head, SpecError, Task
+from taskbert import DataError, SpecError, Task
 
 from .data import BuildConfig, build, open_shards, tokenized_documents
+from taskbert_plugins.own_heads import head_layout
+
+from .heads import OwnMLMHead, PretrainingHead, init_bert_weights  # noqa: F401  (init_bert_weights: public)
 from .masking import apply_masks, choose_masks, vocab_tables
 
 
@@ -98,65 +101,9 @@ def default_cache_dir():
     return os.path.join(base, "taskbert", "pretraining")
 
 
-def init_bert_weights(module, std):
-    """BERT's initialisation: normal(0, std) weights, zero biases, unit LayerNorm."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-class PretrainingHead(Head):
-    """``cls``: BERT's pretraining heads, named as in ``BertForPreTraining`` (or
-    ``BertForMaskedLM`` without NSP); the decoder shares the word-embedding matrix and its
-    bias is ``cls.predictions.bias``."""
-
-    def __init__(self, config, nsp, embeddings):
-        from transformers.models.bert.modeling_bert import (
-            BertOnlyMLMHead,
-            BertPreTrainingHeads,
-        )
-
-        super().__init__()
-        self.nsp = nsp
-        self.cls = BertPreTrainingHeads(config) if nsp else BertOnlyMLMHead(config)
-        init_bert_weights(self.cls, getattr(config, "initializer_range", 0.02))
-        nn.init.zeros_(self.cls.predictions.bias)
-        # tie after initialising: the decoder weight IS the embedding matrix (stored once)
-        self.cls.predictions.decoder.weight = embeddings.weight
-        self.cls.predictions.decoder.bias = self.cls.predictions.bias
-
-    def read_positions(self, batch, training):
-        return None   # the masked positions, and [CLS] for next-sentence prediction
-
-    def forward(self, encoder_out, targets):
-        """``targets`` is the batch made by :meth:`Pretraining.prepare_batch`."""
-        hidden = encoder_out.last_hidden_state          # (batch, seq, hidden)
-        labels = targets["mlm_labels"]                  # (batch, seq), -100 = not predicted
-        picked = labels != -100
-        # the decoder (hidden x vocab) costs as much as the whole encoder when run on every
-        # position; scoring only the ~15% chosen positions gives the same loss
-        out = {"mlm_logits": self.cls.predictions(hidden[picked]),   # (chosen, vocab)
-               "mlm_labels": labels[picked], "mlm_rows": picked.nonzero()[:, 0],
-               "rows": labels.size(0)}
-        if self.nsp:
-            pooled = getattr(encoder_out, "pooler_output", None)
-            if pooled is None:
-                pooled = hidden[:, 0]
-            out["nsp_logits"] = self.cls.seq_relationship(pooled)    # (batch, 2)
-            out["nsp_labels"] = targets["nsp_label"]
-        if out["mlm_labels"].numel():
-            loss = nn.functional.cross_entropy(out["mlm_logits"].float(), out["mlm_labels"])
-        else:
-            loss = out["mlm_logits"].sum() * 0.0
-        if "nsp_logits" in out:
-            loss = loss + nn.functional.cross_entropy(out["nsp_logits"].float(), out["nsp_labels"])
-        out["loss"] = loss
-        return out
+def nsp_capable(config):
+    """Whether next-sentence prediction fits the encoder: BERT's heads, two token types."""
+    return getattr(config, "model_type", None) == "bert" and getattr(config, "type_vocab_size", 0) >= 2
 
 
 class Pretraining(Task):
@@ -254,12 +201,30 @@ class Pretraining(Task):
         return rows
 
     # ----------------------------------------------------------------- model
+    def check_encoding(self, tokenizer, max_length, config):
+        if self.options.nsp and not nsp_capable(config):
+            raise SpecError(f"task_options.nsp: next-sentence prediction needs BERT's pretraining head and "
+                            f"two segment types; this encoder is {getattr(config, 'model_type', '?')!r} with "
+                            f"{getattr(config, 'type_vocab_size', 0) or 'no'} token types: set task_options.nsp: "
+                            f"false to train masked LM alone (with its own head)")
+
     def build_head(self, encoder):
         config = encoder.config
         self._vocab_size = config.vocab_size
-        if getattr(config, "model_type", "bert") != "bert":
-            self.hf_architecture = None   # BERT-named heads: no *ForPreTraining of that type loads them
+        self._segments = getattr(config, "type_vocab_size", 0) >= 2   # else every token is type 0
+        if head_layout(self, config, "mlm") == "own":
+            if self.options.nsp:
+                self.check_encoding(None, None, config)   # a source without a tokenizer skipped it
+            head = OwnMLMHead(encoder)
+            self.hf_architecture = head.architecture
+            return head
         return PretrainingHead(config, self.options.nsp, encoder.get_input_embeddings())
+
+    def state_dict(self):
+        return {"head_layout": getattr(self, "head_layout", None)}
+
+    def load_state_dict(self, state):
+        self.head_layout = state.get("head_layout", "legacy")
 
     def _static_masks(self, batch):
         out = []
@@ -285,6 +250,8 @@ class Pretraining(Task):
         ids, attention = batch["input_ids"], batch["attention_mask"]   # (batch, seq)
         positions = torch.arange(ids.size(1), device=ids.device)
         token_types = ((positions[None, :] >= batch["a_len"][:, None]) & attention.bool()).long()
+        if not getattr(self, "_segments", True):
+            token_types = torch.zeros_like(token_types)
         if training and self.options.masking == "dynamic":
             masks = self._dynamic_masks(ids, attention)
         else:

@@ -145,3 +145,71 @@ def test_a_qa_model_reloads_with_its_own_head_and_the_same_logits(arch, tmp_path
         allowed[:, 0] = True
         assert torch.allclose(ours["start_logits"][allowed], theirs.start_logits[allowed].float(), atol=1e-5)
         assert torch.allclose(ours["end_logits"][allowed], theirs.end_logits[allowed].float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_pair_classifier_reloads_with_its_own_head_and_the_same_predictions(arch, tmp_path):
+    """Sentence pairs: ``[CLS] a [SEP] b [SEP]`` with segment ids where the tokenizer makes
+    them, read the same way by the reloaded model."""
+    import random
+
+    from transformers import AutoModelForSequenceClassification
+
+    rng = random.Random(0)
+
+    def pair():
+        a, b = (" ".join(rng.choice(TINY_WORDS) for _ in range(rng.randint(2, 6))) for _ in range(2))
+        return {"sentence1": a, "sentence2": b, "label": rng.choice(["yes", "no"])}
+
+    for name, n in (("train", 64), ("dev", 16)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(pair()) + "\n" for _ in range(n)))
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), TINY_WORDS, model_type=arch)
+    spec = {"task": "sentence_pair", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "dev.jsonl")},
+            "train": {"epochs": 1, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    model, tokenizer = _reload(AutoModelForSequenceClassification, f"{run_dir}/best")
+    rows = [pair() for _ in range(8)]
+    ours = _predict(run_dir, rows, tmp_path)
+    enc = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
+                    return_tensors="pt")
+    types = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc and \
+        "token_type_ids" in inspect.signature(model.forward).parameters else {}
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **types).logits
+    assert [p["label"] for p in ours] == [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+
+
+@pytest.mark.parametrize("arch", ["roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta-v2",
+                                  "modernbert"])
+def test_masked_lm_pretrains_with_the_architectures_own_head(arch, tmp_path):
+    """Masked LM on any architecture: its own MLM head (ELECTRA and ALBERT project to an
+    embedding size other than the hidden size), ``best/`` reloads in ``AutoModelForMaskedLM``
+    with no missing keys and the same logits at the masked positions; next-sentence
+    prediction, which needs BERT's head and two token types, is refused in one line."""
+    from transformers import AutoModelForMaskedLM
+
+    from taskbert.cli.runs import load_run
+    from taskbert.testing import write_spec
+    from tests.tasks.test_pretraining_text import WORDS, documents, write_corpus
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), WORDS, model_type=arch, max_positions=64)
+    spec = {"task": "pretraining", "encoder": {"model": encoder, "max_length": 48},
+            "data": {"train": write_corpus(tmp_path / "train.txt", documents(40, 1)),
+                     "validation": write_corpus(tmp_path / "dev.txt", documents(8, 2))},
+            "task_options": {"cache_dir": str(tmp_path / "cache"), "nsp": True},
+            "train": {"epochs": 1, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
+    result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+    assert result.exit_code == 2 and "task_options.nsp: next-sentence prediction needs BERT's" in result.stderr
+    spec["task_options"]["nsp"] = False
+    _, run_dir = run_spec(spec, str(tmp_path))
+    model, _ = _reload(AutoModelForMaskedLM, f"{run_dir}/best")
+    loaded = load_run(f"{run_dir}/best")
+    ids = torch.randint(5, 40, (2, 12))
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 7], labels[1, 2] = 9, 11, 13
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mlm_labels": labels}
+    with torch.no_grad():
+        ours = loaded.model(batch)["mlm_logits"]
+        theirs = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[labels != -100]
+    assert torch.allclose(ours, theirs, atol=1e-4)
