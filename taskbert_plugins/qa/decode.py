@@ -116,6 +116,10 @@ def decode_answer(context, windows, n_best=20, max_answer_tokens=30, allow_no_an
         return {"text": "", "start": None, "end": None, "score": round(score, 6),
                 "probability": round(prob, 6)}
     score, s, e = ranked[0]
+    while s < e and context[s].isspace():   # byte-level BPE offsets may hold the space before a word
+        s += 1
+    while e > s and context[e - 1].isspace():
+        e -= 1
     return {"text": context[s:e], "start": s, "end": e, "score": round(score, 6),
             "probability": round(math.exp(score - top) / norm, 6)}
 
