@@ -213,3 +213,47 @@ def test_masked_lm_pretrains_with_the_architectures_own_head(arch, tmp_path):
         ours = loaded.model(batch)["mlm_logits"]
         theirs = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[labels != -100]
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["roberta", "distilbert", "deberta-v2", "modernbert"])
+def test_a_run_with_an_own_head_resumes_bit_identically(arch, tmp_path):
+    """A crash at step 12 of a run whose head is the architecture's own (dropout 0.2 in it),
+    then ``--resume``: weights, predictions and metrics equal the uninterrupted run's."""
+    from taskbert.config.spec import load_spec
+    from taskbert.run import execute
+    from taskbert.testing import Crash, crash_at
+    from tests.e2e.test_resume import assert_same_run, resume_spec
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), TINY_WORDS, model_type=arch)
+    data = (write_polarity_data(tmp_path / "train.jsonl", 120, 1), write_polarity_data(tmp_path / "dev.jsonl", 20, 2))
+    reference = load_spec(resume_spec(str(tmp_path / "reference"), encoder, data, epochs=2))
+    execute(reference)
+    spec = load_spec(resume_spec(str(tmp_path / "crash"), encoder, data, epochs=2))
+    with crash_at(12), pytest.raises(Crash):
+        execute(spec)
+    execute(spec, resume=True)
+    assert_same_run(spec.output, reference.output, f"({arch})")
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "deberta-v2", "modernbert"])
+def test_an_own_head_exports_to_onnx_and_serves_the_same_predictions(arch, tmp_path):
+    """``export --format onnx`` passes its own parity check, and ``serve`` (torch and the ONNX
+    folder) answers what ``taskbert predict`` writes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from taskbert.cli.serve import Predictor
+
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), TINY_WORDS, model_type=arch)
+    train = write_polarity_data(tmp_path / "train.jsonl", 64, 1)
+    dev = write_polarity_data(tmp_path / "dev.jsonl", 16, 2)
+    _, run_dir = run_spec(tiny_classification_spec(encoder, train, dev, tmp_path / "run", epochs=1), str(tmp_path))
+    out = str(tmp_path / "onnx")
+    result = CliRunner().invoke(cli, ["export", run_dir, "--format", "onnx", "-o", out])
+    assert result.exit_code == 0 and "100% same predictions" in result.output, result.output
+    with open(dev, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh][:8]
+    ours = _predict(run_dir, rows, tmp_path)
+    examples = [{"text": r["text"], "label": None, "where": f"x:{i}"} for i, r in enumerate(rows)]
+    for folder in (run_dir, out):
+        served = Predictor(folder).predict(examples)
+        assert [p["label"] for p in served] == [p["label"] for p in ours]
