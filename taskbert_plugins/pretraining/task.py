@@ -36,8 +36,12 @@ from .masking import apply_masks, choose_masks, vocab_tables
 
 @dataclass(frozen=True)
 class ScratchOptions:
-    """``task_options.scratch``: the size of a BERT trained from scratch and its vocabulary."""
+    """``task_options.scratch``: the architecture and size of an encoder trained from scratch,
+    and its vocabulary."""
 
+    architecture: Literal["bert", "roberta"] = field(default="bert", metadata={
+        "help": "bert: a WordPiece vocabulary and a BERT; roberta: a byte-level BPE vocabulary and a "
+                "RoBERTa (masked LM only: set nsp: false)"})
     layers: int = field(default=4, metadata={"min": 1, "help": "transformer layers"})
     hidden: int = field(default=256, metadata={"min": 8, "help": "hidden size"})
     heads: int = field(default=4, metadata={"min": 1, "help": "attention heads (divide hidden)"})
@@ -45,7 +49,7 @@ class ScratchOptions:
         "min": 1, "help": "feed-forward size; default 4 x hidden"})
     max_positions: int = field(default=512, metadata={"min": 8})
     dropout: float = field(default=0.1, metadata={"min": 0, "max": 1})
-    vocab_size: int = field(default=30522, metadata={"min": 10, "help": "WordPiece vocabulary to learn"})
+    vocab_size: int = field(default=30522, metadata={"min": 10, "help": "vocabulary to learn (WordPiece or BPE)"})
     min_frequency: int = field(default=2, metadata={"min": 1})
     lowercase: bool = True
 
@@ -83,9 +87,12 @@ class PretrainingOptions:
     eval_before_training: bool = field(default=True, metadata={
         "help": "evaluate on validation at step 0, so metrics.jsonl has the starting figures"})
     scratch: Optional[ScratchOptions] = field(default=None, metadata={
-        "help": "train a new BERT of this size (and a WordPiece vocabulary) instead of encoder.model"})
+        "help": "train a new encoder of this size (and its vocabulary) instead of encoder.model"})
 
     def __post_init__(self):
+        if self.nsp and self.scratch is not None and self.scratch.architecture != "bert":
+            raise ValueError(f"nsp: next-sentence prediction needs BERT's head; scratch.architecture "
+                             f"{self.scratch.architecture!r} trains masked LM alone: set nsp: false")
         if self.mask_share + self.random_share > 1:
             raise ValueError(f"mask_share + random_share is {self.mask_share + self.random_share}; "
                              f"must be <= 1 (the rest of the chosen tokens stay)")

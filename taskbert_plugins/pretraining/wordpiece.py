@@ -39,6 +39,39 @@ def train_wordpiece(texts, vocab_size=30522, min_frequency=2, lowercase=True,
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=model_max_length)
 
 
+def train_byte_level_bpe(texts, vocab_size=50265, min_frequency=2, lowercase=False, model_max_length=512):
+    """Train a RoBERTa-style byte-level BPE tokenizer (``<s> a </s></s> b </s>``, every byte
+    in the alphabet, so no text is unknown) on an iterator of strings; a transformers fast
+    tokenizer whose vocabulary starts with ``<s> <pad> </s> <unk> <mask>``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    seen = [0]
+
+    def counted():
+        for text in texts:
+            seen[0] += 1
+            yield text
+
+    tok.train_from_iterator(counted(), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if not seen[0]:
+        raise DataError("vocab: the corpus gave no text; is it empty?")
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                      ("<s>", tok.token_to_id("<s>")), trim_offsets=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token=AddedToken("<mask>", lstrip=True, special=True),
+        model_max_length=model_max_length, model_input_names=["input_ids", "attention_mask"])
+
+
 def corpus_lines(paths, layout="auto", limit=None):
     """Yield the non-blank lines of the documents in ``paths`` (the first ``limit``
     documents of each file when set), streaming from disk."""
@@ -55,7 +88,8 @@ def vocab_folder(cache_dir, paths, limit, scratch, layout):
 
     key = json.dumps({"files": [_file_sha(p) for p in paths], "limit": limit, "layout": layout,
                       "vocab_size": scratch.vocab_size, "min_frequency": scratch.min_frequency,
-                      "lowercase": scratch.lowercase, "max_positions": scratch.max_positions},
+                      "lowercase": scratch.lowercase, "max_positions": scratch.max_positions,
+                      **({"architecture": scratch.architecture} if scratch.architecture != "bert" else {})},
                      sort_keys=True)
     return os.path.join(cache_dir, "vocab-" + hashlib.sha256(key.encode()).hexdigest()[:24])
 
@@ -74,9 +108,9 @@ def scratch_tokenizer(spec, cache_dir):
     limit = spec.data.limit.train
     folder = vocab_folder(cache_dir, [spec.data.train], limit, scratch, layout)
     if not os.path.exists(os.path.join(folder, "tokenizer.json")):
-        tokenizer = train_wordpiece(corpus_lines([spec.data.train], layout, limit), scratch.vocab_size,
-                                    scratch.min_frequency, scratch.lowercase,
-                                    model_max_length=scratch.max_positions)
+        train = train_byte_level_bpe if scratch.architecture == "roberta" else train_wordpiece
+        tokenizer = train(corpus_lines([spec.data.train], layout, limit), scratch.vocab_size,
+                          scratch.min_frequency, scratch.lowercase, model_max_length=scratch.max_positions)
         from taskbert import new_temp_folder, swap_in
 
         tmp = new_temp_folder(folder)
@@ -86,20 +120,24 @@ def scratch_tokenizer(spec, cache_dir):
 
 
 def scratch_encoder(spec, tokenizer):
-    """A randomly initialised ``BertModel`` of the size in ``task_options.scratch``."""
-    from transformers import BertConfig, BertModel
+    """A randomly initialised ``BertModel`` (or ``RobertaModel``: positions counted from after
+    the pad id, one token type) of the size in ``task_options.scratch``."""
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
     s = spec.options.scratch
     if spec.encoder.max_length > s.max_positions:
         raise SpecError(f"{spec.path}: encoder.max_length: {spec.encoder.max_length} exceeds "
                         f"task_options.scratch.max_positions {s.max_positions}; raise max_positions "
                         f"or lower max_length")
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=s.hidden, num_hidden_layers=s.layers,
-                        num_attention_heads=s.heads, intermediate_size=s.intermediate or 4 * s.hidden,
-                        max_position_embeddings=s.max_positions, type_vocab_size=2,
-                        hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
-                        pad_token_id=tokenizer.pad_token_id)
-    return BertModel(config)
+    sizes = dict(vocab_size=len(tokenizer), hidden_size=s.hidden, num_hidden_layers=s.layers,
+                 num_attention_heads=s.heads, intermediate_size=s.intermediate or 4 * s.hidden,
+                 hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+                 pad_token_id=tokenizer.pad_token_id)
+    if s.architecture == "roberta":
+        return RobertaModel(RobertaConfig(max_position_embeddings=s.max_positions + tokenizer.pad_token_id + 1,
+                                          type_vocab_size=1, bos_token_id=tokenizer.bos_token_id,
+                                          eos_token_id=tokenizer.eos_token_id, **sizes))
+    return BertModel(BertConfig(max_position_embeddings=s.max_positions, type_vocab_size=2, **sizes))
 
 
 @click.command("vocab")

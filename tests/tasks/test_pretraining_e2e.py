@@ -165,6 +165,31 @@ def test_from_scratch_trains_a_vocabulary_and_a_new_bert(corpus, tmp_path):
     assert model.config.num_hidden_layers == 1 and model.config.vocab_size == len(tok)
 
 
+def test_from_scratch_a_roberta_with_a_byte_level_bpe_vocabulary(corpus, tmp_path):
+    """``scratch.architecture: roberta``: a byte-level BPE vocabulary learnt from the corpus and
+    a RoBERTa (positions after the pad id, one token type) trained by masked LM alone; best/
+    reloads in AutoModelForMaskedLM with no missing keys; with nsp it is one line."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from taskbert import SpecError
+    from taskbert.config.spec import spec_from_dict
+
+    scratch = {"architecture": "roberta", "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64,
+               "max_positions": 64, "vocab_size": 400, "min_frequency": 1, "dropout": 0.0}
+    with pytest.raises(SpecError, match="nsp: next-sentence prediction needs BERT's head; scratch.architecture"):
+        spec_from_dict(spec_for("scratch", corpus, tmp_path / "bad", scratch=scratch), str(tmp_path))
+    spec = spec_for("scratch", corpus, tmp_path / "run", scratch=scratch, nsp=False)
+    metrics, run_dir = run_spec(spec, str(tmp_path))
+    evals = [m for m in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if "validation/perplexity" in m]
+    assert evals[-1]["validation/perplexity"] < 0.5 * evals[0]["validation/perplexity"]
+    best = os.path.join(run_dir, "best")
+    tok = AutoTokenizer.from_pretrained(best)
+    assert 256 < len(tok) <= 400 and tok.tokenize("the cat")[1] == "\u0120cat"   # byte-level, space marker
+    model, info = AutoModelForMaskedLM.from_pretrained(best, output_loading_info=True)
+    assert type(model).__name__ == "RobertaForMaskedLM" and not info["missing_keys"] and not info["unexpected_keys"]
+    assert model.config.max_position_embeddings == 64 + tok.pad_token_id + 1 and model.config.type_vocab_size == 1
+
+
 def test_scratch_max_length_over_positions_is_a_spec_error(corpus, tmp_path):
     from taskbert import SpecError
 
