@@ -114,7 +114,7 @@ def test_a_run_saved_before_own_layouts_still_loads(tmp_path):
     assert predict_examples(loaded, examples) == now
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "deberta-v2", "modernbert"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_a_qa_model_reloads_with_its_own_head_and_the_same_logits(arch, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
@@ -180,7 +180,8 @@ def test_a_pair_classifier_reloads_with_its_own_head_and_the_same_predictions(ar
     assert [p["label"] for p in ours] == [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
 
 
-@pytest.mark.parametrize("arch", ["roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta-v2",
+@pytest.mark.parametrize("arch", ["roberta", "xlm-roberta", "camembert", "distilbert", "electra", "albert", "mpnet",
+                                  "deberta-v2",
                                   "modernbert"])
 def test_masked_lm_pretrains_with_the_architectures_own_head(arch, tmp_path):
     """Masked LM on any architecture: its own MLM head (ELECTRA and ALBERT project to an
@@ -215,9 +216,9 @@ def test_masked_lm_pretrains_with_the_architectures_own_head(arch, tmp_path):
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["roberta", "distilbert", "deberta-v2", "modernbert"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_a_run_with_an_own_head_resumes_bit_identically(arch, tmp_path):
-    """A crash at step 12 of a run whose head is the architecture's own (dropout 0.2 in it),
+    """A crash at step 12 of a classifier run (its head the architecture's own where it has one, dropout 0.2),
     then ``--resume``: weights, predictions and metrics equal the uninterrupted run's."""
     from taskbert.config.spec import load_spec
     from taskbert.run import execute
@@ -235,7 +236,7 @@ def test_a_run_with_an_own_head_resumes_bit_identically(arch, tmp_path):
     assert_same_run(spec.output, reference.output, f"({arch})")
 
 
-@pytest.mark.parametrize("arch", ["distilbert", "deberta-v2", "modernbert"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_an_own_head_exports_to_onnx_and_serves_the_same_predictions(arch, tmp_path):
     """``export --format onnx`` passes its own parity check, and ``serve`` (torch and the ONNX
     folder) answers what ``taskbert predict`` writes."""
@@ -257,3 +258,20 @@ def test_an_own_head_exports_to_onnx_and_serves_the_same_predictions(arch, tmp_p
     for folder in (run_dir, out):
         served = Predictor(folder).predict(examples)
         assert [p["label"] for p in served] == [p["label"] for p in ours]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_feature_classification_runs_on_every_architecture(arch, tmp_path):
+    """A frozen encoder's cached features feed a light head on any architecture; predict
+    gives what the run wrote for the same texts."""
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), TINY_WORDS, model_type=arch)
+    train = write_polarity_data(tmp_path / "train.jsonl", 64, 1)
+    dev = write_polarity_data(tmp_path / "dev.jsonl", 16, 2)
+    spec = tiny_classification_spec(encoder, train, dev, tmp_path / "run", epochs=1)
+    spec.update(task="feature_classification", task_options={"cache_dir": str(tmp_path / "cache"), "layers": "scalar_mix"})
+    _, run_dir = run_spec(spec, str(tmp_path))
+    with open(f"{run_dir}/predictions.jsonl", encoding="utf-8") as fh:
+        own = [p for p in map(json.loads, fh) if p["split"] == "validation"]
+    with open(dev, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    assert [p["label"] for p in _predict(run_dir, rows, tmp_path)] == [p["label"] for p in own]
