@@ -69,12 +69,13 @@ def make_tokenizer(words, folder=None, lowercase=True):
 
 
 def make_tiny_encoder(folder, words, hidden=32, layers=2, heads=2, max_positions=128, seed=0,
-                      model_type="bert"):
+                      model_type="bert", **config):
     """Save a tiny random encoder and its WordPiece tokenizer in ``folder``; return the folder.
 
     ``model_type`` names another BERT-like architecture of transformers (``roberta``,
     ``electra`` ...) built with the same sizes; RoBERTa-style models get
-    ``max_positions`` + ``pad id`` + 1 positions, as theirs count from after the pad id."""
+    ``max_positions`` + ``pad id`` + 1 positions, as theirs count from after the pad id.
+    ``config`` sets further config keys of another architecture (ELECTRA's ``embedding_size``)."""
     import torch
     from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
@@ -92,7 +93,7 @@ def make_tiny_encoder(folder, words, hidden=32, layers=2, heads=2, max_positions
     if model_type in ("roberta", "xlm-roberta", "camembert"):
         sizes["max_position_embeddings"] = max_positions + pad + 1
     config = AutoConfig.for_model(model_type, pad_token_id=pad, bos_token_id=tokenizer.cls_token_id,
-                                  eos_token_id=tokenizer.sep_token_id, **sizes)
+                                  eos_token_id=tokenizer.sep_token_id, **{**sizes, **config})
     AutoModel.from_config(config).save_pretrained(folder)
     return folder
 
