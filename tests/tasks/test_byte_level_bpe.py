@@ -67,3 +67,58 @@ def test_qa_answers_keep_their_characters_with_byte_level_bpe(trim_offsets):
     starts[first], ends[last] = 10.0, 10.0
     answer = decode_answer(context, [(starts, ends, row["passage_start"], row["offsets"])])
     assert answer["text"] == "Paris" and (answer["start"], answer["end"]) == (start, start + 5)
+
+
+def test_a_roberta_tagger_with_a_byte_level_vocabulary_end_to_end(tmp_path):
+    """A RoBERTa with a byte-level BPE tokenizer (no add_prefix_space) learns a tagging task
+    read word by word; best/ reloads in AutoModelForTokenClassification, and each word given
+    with its leading space gets the tag ``taskbert predict`` gives."""
+    import json
+    import random
+
+    import torch
+    from click.testing import CliRunner
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, RobertaConfig, RobertaModel
+
+    from taskbert.cli import cli
+    from taskbert.testing import run_spec
+
+    tokenizer = byte_level(False)
+    folder = str(tmp_path / "enc")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64 + 2, type_vocab_size=1,
+                               pad_token_id=tokenizer.pad_token_id)).save_pretrained(folder)
+    rng = random.Random(1)
+    names, places, filler = ["Alice", "Bob"], ["Paris", "Rome"], ["lives", "in", "and", "of", "is", "big"]
+
+    def sentence():
+        words = [rng.choice(names + places + filler) for _ in range(rng.randint(3, 8))]
+        return words, ["PER" if w in names else "LOC" if w in places else "O" for w in words]
+
+    for split, n in (("train", 200), ("dev", 20)):
+        with open(tmp_path / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for _ in range(n):
+                words, tags = sentence()
+                fh.write(json.dumps({"tokens": words, "tags": tags}) + "\n")
+    spec = {"task": "token_classification", "encoder": {"model": folder, "max_length": 32},
+            "data": {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "dev.jsonl")},
+            "task_options": {"scheme": "none"},
+            "train": {"epochs": 4, "batch_size": 16, "lr": 3e-3, "loggers": []}, "output": str(tmp_path / "run")}
+    metrics, run_dir = run_spec(spec, str(tmp_path))
+    assert metrics["validation/accuracy"] > 0.9
+    inputs = tmp_path / "in.jsonl"
+    words = ["Bob", "lives", "in", "Rome"]
+    inputs.write_text(json.dumps({"tokens": words}) + "\n")
+    result = CliRunner().invoke(cli, ["predict", run_dir, str(inputs)])
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout.splitlines()[0])["tags"]
+    assert ours == ["PER", "O", "O", "LOC"]
+    model = AutoModelForTokenClassification.from_pretrained(f"{run_dir}/best").eval()
+    tok = AutoTokenizer.from_pretrained(f"{run_dir}/best")
+    enc = tok([[" " + w for w in words]], is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0]
+    firsts = [enc.word_ids(0).index(i) for i in range(len(words))]
+    assert [model.config.id2label[int(logits[i].argmax())] for i in firsts] == ours
