@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizers (RoBERTa, ModernBERT): in tagging each word keeps the space marker
+"""Byte-level BPE tokenizers (RoBERTa, ModernBERT), and SentencePiece-style ones: in tagging each word keeps the space marker
 it has in running text, whether or not the tokenizer adds a prefix space; QA answers keep their
 characters whether or not the offsets hold the space before a word."""
 
@@ -69,10 +69,30 @@ def test_qa_answers_keep_their_characters_with_byte_level_bpe(trim_offsets):
     assert answer["text"] == "Paris" and (answer["start"], answer["end"]) == (start, start + 5)
 
 
-def test_a_roberta_tagger_with_a_byte_level_vocabulary_end_to_end(tmp_path):
-    """A RoBERTa with a byte-level BPE tokenizer (no add_prefix_space) learns a tagging task
-    read word by word; best/ reloads in AutoModelForTokenClassification, and each word given
-    with its leading space gets the tag ``taskbert predict`` gives."""
+def unigram():
+    """A SentencePiece-style Unigram tokenizer (Metaspace ``▁`` word starts), as XLM-R's: the
+    corpus words as ``▁word`` pieces, their letters as fallbacks."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for line in CORPUS for w in line.split()})
+    letters = sorted({c for w in words for c in w})
+    vocab = [(t, 0.0) for t in ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]]
+    vocab += [("\u2581" + w, -1.0) for w in words] + [("\u2581", -5.0)] + [(c, -6.0) for c in letters]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(prepend_scheme="always")
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+
+
+@pytest.mark.parametrize("kind", ["byte_level_bpe", "unigram"])
+def test_a_roberta_tagger_with_a_subword_vocabulary_end_to_end(kind, tmp_path):
+    """A RoBERTa with a byte-level BPE tokenizer (no add_prefix_space) or a SentencePiece-style
+    Unigram one learns a tagging task read word by word; best/ reloads in
+    AutoModelForTokenClassification, and each word (given its leading space where the
+    tokenizer marks words by it) gets the tag ``taskbert predict`` gives."""
     import json
     import random
 
@@ -83,7 +103,8 @@ def test_a_roberta_tagger_with_a_byte_level_vocabulary_end_to_end(tmp_path):
     from taskbert.cli import cli
     from taskbert.testing import run_spec
 
-    tokenizer = byte_level(False)
+    tokenizer = byte_level(False) if kind == "byte_level_bpe" else unigram()
+    assert word_prefix(tokenizer) == (" " if kind == "byte_level_bpe" else "")
     folder = str(tmp_path / "enc")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
@@ -117,7 +138,7 @@ def test_a_roberta_tagger_with_a_byte_level_vocabulary_end_to_end(tmp_path):
     assert ours == ["PER", "O", "O", "LOC"]
     model = AutoModelForTokenClassification.from_pretrained(f"{run_dir}/best").eval()
     tok = AutoTokenizer.from_pretrained(f"{run_dir}/best")
-    enc = tok([[" " + w for w in words]], is_split_into_words=True, return_tensors="pt")
+    enc = tok([[word_prefix(tok) + w for w in words]], is_split_into_words=True, return_tensors="pt")
     with torch.no_grad():
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0]
     firsts = [enc.word_ids(0).index(i) for i in range(len(words))]
