@@ -1,4 +1,5 @@
-"""A WordPiece vocabulary trained from a corpus, and a fresh BERT to pretrain from scratch.
+"""A WordPiece (or byte-level BPE) vocabulary trained from a corpus, and a fresh BERT (or
+RoBERTa) to pretrain from scratch.
 
 The vocabulary is learnt by the ``tokenizers`` library's WordPiece trainer (BERT's
 normalizer and pre-tokenizer) and wrapped in transformers' ``BertTokenizer``, so the
@@ -150,8 +151,11 @@ def scratch_encoder(spec, tokenizer):
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", "blank_line", "line"]),
               help="documents separated by blank lines, or one per line")
 @click.option("--limit", type=click.IntRange(min=1), help="only the first N documents of each file")
-def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit):
-    """Train a WordPiece vocabulary on text FILES and save a tokenizer folder."""
+@click.option("--kind", default="wordpiece", show_default=True, type=click.Choice(["wordpiece", "bpe"]),
+              help="BERT's WordPiece, or RoBERTa's byte-level BPE (every byte known; cased unless --lowercase)")
+@click.option("--lowercase", is_flag=True, help="with --kind bpe: lowercase the text first")
+def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit, kind, lowercase):
+    """Train a WordPiece (or byte-level BPE) vocabulary on text FILES and save a tokenizer folder."""
     from taskbert import friendly, new_temp_folder, swap_in
 
     @friendly
@@ -160,11 +164,16 @@ def vocab_command(files, output, vocab_size, min_frequency, cased, layout, limit
                 not os.path.exists(os.path.join(output, "tokenizer.json")):
             raise SpecError(f"--output: {output} holds other files; give a new folder "
                             f"(or a tokenizer folder to replace)")
-        tokenizer = train_wordpiece(corpus_lines(files, layout, limit), vocab_size, min_frequency,
-                                    lowercase=not cased)
+        if kind == "bpe" and cased:
+            raise SpecError("--cased: a byte-level BPE vocabulary is cased already; drop --cased "
+                            "(--lowercase lowercases it)")
+        texts = corpus_lines(files, layout, limit)
+        tokenizer = (train_byte_level_bpe(texts, vocab_size, min_frequency, lowercase=lowercase) if kind == "bpe"
+                     else train_wordpiece(texts, vocab_size, min_frequency, lowercase=not cased))
         tmp = new_temp_folder(output)
         tokenizer.save_pretrained(tmp)
         swap_in(tmp, output)
-        click.echo(f"wrote a {len(tokenizer)}-token WordPiece vocabulary to {output}")
+        click.echo(f"wrote a {len(tokenizer)}-token {'byte-level BPE' if kind == 'bpe' else 'WordPiece'} "
+                   f"vocabulary to {output}")
 
     run()

@@ -64,3 +64,22 @@ def test_vocab_command(tmp_path):
     busy = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(tmp_path / "busy")])
     assert busy.exit_code == 2 and "holds other files" in busy.output
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_vocab_command_trains_a_byte_level_bpe(tmp_path):
+    """``--kind bpe``: RoBERTa's byte-level BPE (``<s> a </s>``, every byte known, case kept),
+    which loads with AutoTokenizer and round-trips text it never saw, emoji included."""
+    get_plugin_manager().hook.taskbert_register_commands(cli=cli)
+    corpus = write_corpus(tmp_path / "c.txt", documents(40, 1))
+    out = tmp_path / "bpe"
+    result = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(out), "--kind", "bpe", "--vocab-size", "400",
+                                      "--min-frequency", "1"])
+    assert result.exit_code == 0 and "byte-level BPE vocabulary" in result.output, result.output
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert 256 < len(loaded) <= 400 and loaded.convert_ids_to_tokens([0, 1, 2, 3, 4]) == \
+        ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    ids = loaded("The Cat likes ☕ and Zürich.")["input_ids"]
+    assert ids[0] == loaded.bos_token_id and ids[-1] == loaded.eos_token_id and loaded.unk_token_id not in ids
+    assert loaded.decode(ids, skip_special_tokens=True) == "The Cat likes ☕ and Zürich."
+    bad = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(tmp_path / "b2"), "--kind", "bpe", "--cased"])
+    assert bad.exit_code == 2 and "--cased: a byte-level BPE vocabulary is cased already" in bad.output
