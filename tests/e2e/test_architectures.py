@@ -145,6 +145,9 @@ def test_a_qa_model_reloads_with_its_own_head_and_the_same_logits(arch, tmp_path
         allowed[:, 0] = True
         assert torch.allclose(ours["start_logits"][allowed], theirs.start_logits[allowed].float(), atol=1e-5)
         assert torch.allclose(ours["end_logits"][allowed], theirs.end_logits[allowed].float(), atol=1e-5)
+    # ONNX export: refused in one line (the head reads the passage mask, which the graph does not take)
+    result = CliRunner().invoke(cli, ["export", run_dir, "--format", "onnx", "-o", str(tmp_path / "onnx")])
+    assert result.exit_code == 2 and "reads batch field 'passage_mask'" in result.stderr
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -275,3 +278,19 @@ def test_feature_classification_runs_on_every_architecture(arch, tmp_path):
     with open(dev, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
     assert [p["label"] for p in _predict(run_dir, rows, tmp_path)] == [p["label"] for p in own]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_tagger_exports_to_onnx_on_every_architecture(arch, tmp_path):
+    """The tagger's ONNX export passes its own parity check (the same tag for every word on
+    the validation sentences)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    encoder = make_tiny_encoder(str(tmp_path / "enc"), PER + LOC + FILLER + ["acme", "corp", "y"], model_type=arch)
+    spec = {"task": "token_classification", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"format": "conll", "train": write_conll(tmp_path / "train.txt", 48, 1),
+                     "validation": write_conll(tmp_path / "dev.txt", 8, 2)},
+            "train": {"epochs": 1, "batch_size": 16, "loggers": []}, "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    result = CliRunner().invoke(cli, ["export", run_dir, "--format", "onnx", "-o", str(tmp_path / "onnx")])
+    assert result.exit_code == 0 and "100% same predictions" in result.output, result.output
