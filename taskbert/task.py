@@ -242,9 +242,15 @@ class Task:
         return metric.split("/")[-1] not in self.lower_is_better
 
 
+def takes(method, keyword):
+    """Whether ``method`` takes the keyword argument ``keyword`` (optional parts of the Task
+    contract that older tasks leave out: ``build_head(tokenizer=)``, ``encode_all(split=)``)."""
+    return keyword in inspect.signature(method).parameters
+
+
 def build_head_for(task, encoder, tokenizer):
     """``task.build_head`` with the tokenizer when its signature takes one."""
-    if "tokenizer" in inspect.signature(task.build_head).parameters:
+    if takes(task.build_head, "tokenizer"):
         return task.build_head(encoder, tokenizer=tokenizer)
     return task.build_head(encoder)
 

@@ -4,9 +4,7 @@ import json
 import os
 
 import click
-import yaml
 
-from ..errors import SpecError
 from .main import cli, friendly
 
 
@@ -31,6 +29,7 @@ def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size
     from .runs import (
         find_model_folder,
         input_format,
+        key_values,
         load_run,
         load_task,
         predict_examples,
@@ -46,11 +45,7 @@ def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size
     guess = None if fmt else run_format(info, input_file)
     chosen = input_format(input_file, task, fmt or guess)
     options = run_reader_options(info, chosen, task)
-    for item in reader_opts:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--reader-option: expected KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
+    options.update(key_values(reader_opts, "--reader-option"))
     check_file(input_file, "INPUT")   # a missing file first, then any note on how it is read
     if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
         click.echo(f"note: reading {input_file} as {chosen} ({'the run' if guess else 'the task'}'s format); "

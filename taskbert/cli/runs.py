@@ -35,15 +35,20 @@ def find_model_folder(path):
                     f"in it or in {os.path.join(path, 'best')})")
 
 
-def task_option_overrides(items):
-    """``{name: value}`` from ``--task-option KEY=VALUE`` items, each value read as YAML."""
+def key_values(items, flag):
+    """``{key: value}`` from repeated ``FLAG KEY=VALUE`` items, each value read as YAML."""
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SpecError(f"--task-option: expected KEY=VALUE, got {item!r}")
+            raise SpecError(f"{flag}: expected KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def task_option_overrides(items):
+    """``{name: value}`` from ``--task-option KEY=VALUE`` items."""
+    return key_values(items, "--task-option")
 
 
 def _with_overrides(task_cls, saved, overrides):

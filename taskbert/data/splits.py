@@ -101,9 +101,9 @@ def encode_split(task, examples, tokenizer, max_length, split=None):
 
     ``split`` ("train", "validation", "test"; None for inputs to predict) reaches a task
     whose ``encode_all`` takes a ``split`` keyword (an encoding that differs for training)."""
-    import inspect
+    from ..task import takes
 
-    kwargs = {"split": split} if "split" in inspect.signature(task.encode_all).parameters else {}
+    kwargs = {"split": split} if takes(task.encode_all, "split") else {}
     rows = task.encode_all(examples, tokenizer, max_length, **kwargs)
     for i, row in enumerate(rows):
         row["feature_index"] = i

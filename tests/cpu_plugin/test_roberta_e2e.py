@@ -26,6 +26,17 @@ def _predict(run_dir, examples, whole=False):
     return predict_examples(loaded, examples, batch_size=8)
 
 
+def assert_labels_agree(own, fast, whole, n):
+    """The run's own predictions, the fast path's and the whole encoder's: ``n`` each, the same
+    labels, probabilities within 1e-5 of the whole encoder's."""
+    assert len(own) == len(fast) == len(whole) == n
+    for a, b, c in zip(own, fast, whole):
+        assert a["label"] == b["label"] == c["label"]
+        for label in a["probabilities"]:
+            assert abs(a["probabilities"][label] - c["probabilities"][label]) < 1e-5
+            assert abs(b["probabilities"][label] - c["probabilities"][label]) < 1e-5
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     root = tmp_path_factory.mktemp("roberta-cls")
@@ -43,13 +54,7 @@ def test_roberta_classifier_predictions_agree_everywhere(classifier):
     run_dir, dev = classifier
     own = [p for p in _read(os.path.join(run_dir, "predictions.jsonl")) if p["split"] == "validation"]
     examples = read_inputs(dev, load_run(run_dir).task)
-    fast, whole = _predict(run_dir, examples), _predict(run_dir, examples, whole=True)
-    assert len(own) == len(fast) == len(whole) == 40
-    for a, b, c in zip(own, fast, whole):
-        assert a["label"] == b["label"] == c["label"]
-        for label in a["probabilities"]:
-            assert abs(a["probabilities"][label] - c["probabilities"][label]) < 1e-5
-            assert abs(b["probabilities"][label] - c["probabilities"][label]) < 1e-5
+    assert_labels_agree(own, _predict(run_dir, examples), _predict(run_dir, examples, whole=True), 40)
 
 
 def test_roberta_classifier_onnx_export_agrees(classifier, tmp_path):
