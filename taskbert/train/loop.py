@@ -57,17 +57,18 @@ class Trainer:
     """Trains ``model`` on the train rows, evaluates on validation, keeps the best.
 
     ``rows`` and ``examples`` are ``{split: list}``; ``run_dir`` is the run folder;
-    ``world`` says which process of a data-parallel run this is (one process if None).
+    ``world`` says which process of a data-parallel run this is (one process if None);
+    ``plan`` is :func:`plan_steps`' answer for the train rows, as the caller checked it.
     Plugins see this object in the lifecycle hooks (``spec``, ``task``, ``model``,
     ``step``, ``total_steps``, ``run_dir``, ``history``, ``device``, ``world``); the hooks
     run on the main process only.
     """
 
     def __init__(self, spec, task, model, tokenizer, rows, examples, run_dir, hook, resume=False,
-                 world=None, plan=None):
+                 world=None, *, plan):
         self.spec, self.task, self.model, self.tokenizer = spec, task, model, tokenizer
         self.rows, self.examples, self.run_dir, self.hook = rows, examples, run_dir, hook
-        self.resume, self.plan = resume, plan   # plan: plan_steps' answer, when the caller checked it
+        self.resume, self.plan = resume, plan   # plan_steps' answer, checked by run._check_steps
         self.world = world or World()
         self.device = self.world.device
         self.amp_dtype = pick_precision(spec.train.precision, self.device)
@@ -90,7 +91,7 @@ class Trainer:
         model = self.model.to(self.device)
         self.hook.taskbert_prepare_model(model=model, device=self.device, phase="train")
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
-        _, steps_per_epoch, self.total_steps, warmup = self.plan or plan_steps(t, len(self.lengths))
+        _, steps_per_epoch, self.total_steps, warmup = self.plan
         self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
