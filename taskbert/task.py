@@ -59,6 +59,12 @@ class Task:
     #: per-row fixed-size numeric fields (a list of numbers, the same length in every row)
     #: that a batch stacks into one ``(rows, size)`` tensor, e.g. a multi-label target
     vector_fields: ClassVar[tuple] = ()
+    #: True when the feature rows of one example (a long document's windows) must go through
+    #: the model together: batches then hold whole examples (``batch_size`` still bounds their
+    #: rows; an example with more rows gets a batch alone), a distributed run shares out
+    #: examples, not rows, and the loss and ``samples`` are counted per example; the head
+    #: sees each row's ``example_index``. An instance attribute may set it from the options.
+    whole_examples: ClassVar[bool] = False
     #: architecture name written to ``best/config.json`` so plain transformers loads it
     hf_architecture: ClassVar[Optional[str]] = None
     #: the data format used for files whose extension says nothing (e.g. ``conll``)

@@ -7,7 +7,8 @@
   final metrics and the run folder (``write_spec`` only writes it).
 * ``write_polarity_data(path, n, seed)``: a learnable synthetic sentiment set (jsonl) over
   ``TINY_WORDS``; ``tiny_encoder`` and ``polarity_data`` are pytest fixtures over it, for a
-  plugin's tests: ``from taskbert.testing import tiny_encoder, polarity_data``.
+  plugin's tests: ``from taskbert.testing import tiny_encoder, polarity_data``;
+  ``write_long_polarity_data`` puts the deciding word near the end of long texts.
 * ``check_task_class(cls)``: the contract checks the core relies on, as one call.
 * ``crash_at(step)``: a context in which a run raises :class:`Crash` right after its first
   metrics line of ``step``, to test that a plugin's state survives ``--resume``.
@@ -127,6 +128,20 @@ def write_polarity_data(path, n, seed):
             words = [rng.choice(FILLER) for _ in range(rng.randint(3, 12))]
             words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if positive else NEGATIVE))
             fh.write(json.dumps({"text": " ".join(words), "label": "pos" if positive else "neg"}) + "\n")
+    return str(path)
+
+
+def write_long_polarity_data(path, n, seed, words=(40, 60)):
+    """Like :func:`write_polarity_data`, but each text has 40-60 filler words and its one polar
+    word among the last six: a model that reads only a text's start (truncation) stays at
+    chance; one that reads it all (``long_inputs: windows``) learns it."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            positive = rng.random() < 0.5
+            text = [rng.choice(FILLER) for _ in range(rng.randint(*words))]
+            text.insert(len(text) - rng.randint(0, 5), rng.choice(POSITIVE if positive else NEGATIVE))
+            fh.write(json.dumps({"text": " ".join(text), "label": "pos" if positive else "neg"}) + "\n")
     return str(path)
 
 

@@ -3,7 +3,8 @@
 Loads the spec's splits and only the tokenizer (no weights), then reports per split:
 
 * what ``encoder.max_length`` cuts (``Task.truncation``: examples by default; word- and
-  span-level tasks count words or answers);
+  span-level tasks count words or answers; tasks that window long inputs count tokens), and
+  how many examples need how many feature rows (windows);
 * the distribution of the gold labels (``Task.label_list``: one label per example, or one
   per word), and labels in validation/test that train never has;
 * invalid BIO sequences in per-word labels (an ``I-X`` that does not follow ``B-X`` or
@@ -19,7 +20,7 @@ from collections import Counter
 
 import click
 
-from ..data.splits import choose_format, read_examples
+from ..data.splits import choose_format, encode_split, read_examples
 from ..encoder import encoder_source
 from ..errors import RunError, TaskbertError
 from ..plugins.manager import registries
@@ -90,6 +91,9 @@ def debug_data(spec):
             info["truncation"] = {unit: {"cut": cut, "total": total}
                                   for unit, (cut, total) in task.truncation(exs, tokenizer,
                                                                             spec.encoder.max_length).items()}
+            per_example = Counter(Counter(r["example_index"] for r in encode_split(
+                task, exs, tokenizer, spec.encoder.max_length, split)).values())
+            info["windows"] = {str(n): per_example[n] for n in sorted(per_example)}
         except Exception as exc:  # a task that cannot encode here must not hide the rest
             report["problems"].append(f"{split}: truncation not measured: {type(exc).__name__}: {exc}")
         per_example = [_labels_of(task, ex) for ex in exs]
@@ -154,6 +158,9 @@ def format_report(report, top=15):
         out.append(f"{split}: {info['examples']} examples")
         for unit, t in (info.get("truncation") or {}).items():
             out.append(f"  {unit} cut by max_length: {_share(t['cut'], t['total'])}")
+        if any(n != "1" for n in info.get("windows", {})):   # some example needs several
+            out.append("  feature rows (windows) per example: " + ", ".join(
+                f"{n}: {k} examples" for n, k in info["windows"].items()))
         if "labels" in info:
             total = sum(info["labels"].values())
             shown = list(info["labels"].items())[:top]

@@ -3,7 +3,8 @@ tokenizer and label map, and a parity check against torch.
 
 The export folder holds ``model.onnx`` (encoder and task head; inputs ``input_ids``,
 ``attention_mask`` and, when the tokenizer makes them, ``token_type_ids``, with dynamic
-batch and sequence axes; one output per tensor the task's ``forward`` returns, e.g.
+batch and sequence axes, and for a task that pools windows per document ``example_index``
+(each row's document; the pooling is inside the graph); one output per tensor the task's ``forward`` returns, e.g.
 ``logits``), the tokenizer files, ``config.json`` (with ``id2label`` where the task has
 labels) and ``taskbert.json`` (task, options, label map, max_length, the ONNX input and
 output names and the parity figures). :class:`OnnxModel` predicts from such a folder
@@ -31,6 +32,9 @@ from ..train import checkpoint as ckpt
 from .main import cli, friendly
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: the extra input of a task whose rows are windows pooled per example (``Task.whole_examples``):
+#: each row's example, so the pooling runs inside the graph
+GROUP_INPUT = "example_index"
 ONNX_FILE = "model.onnx"
 EXPORTERS = ("dynamo", "torchscript")
 
@@ -55,10 +59,11 @@ def _graph(model, input_names, outputs):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            """(batch, seq) token inputs -> the task's tensors, in ``outputs`` order."""
+        def forward(self, input_ids, attention_mask, token_type_ids=None, example_index=None):
+            """(batch, seq) token inputs [and (batch,) example ids] -> the task's tensors, in
+            ``outputs`` order."""
             given = {"input_ids": input_ids, "attention_mask": attention_mask,
-                     "token_type_ids": token_type_ids}
+                     "token_type_ids": token_type_ids, GROUP_INPUT: example_index}
             out = self.model({n: given[n] for n in input_names})
             return tuple(out[k] for k in outputs)
 
@@ -97,6 +102,8 @@ def _probe(loaded, batch):
     import torch
 
     names = [n for n in INPUTS if n in batch]
+    if loaded.task.whole_examples:
+        names.append(GROUP_INPUT)
     try:
         with torch.inference_mode():
             out = loaded.model({n: batch[n] for n in names})
@@ -120,13 +127,14 @@ def _write_graph(graph, args, names, outputs, path, exporter, opset):
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             if exporter == "dynamo":
                 batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                torch.onnx.export(graph, args, path, dynamo=True, input_names=names,
+                shapes = {n: {0: batch} if n == GROUP_INPUT else {0: batch, 1: seq} for n in names}
+                torch.onnx.export(graph, (), path, kwargs=args, dynamo=True, input_names=names,
                                   output_names=outputs, opset_version=opset, external_data=False,
-                                  dynamic_shapes={n: {0: batch, 1: seq} for n in names}, verbose=False)
+                                  dynamic_shapes=shapes, verbose=False)
             else:
-                axes = {n: {0: "batch", 1: "sequence"} for n in names}
+                axes = {n: {0: "batch"} if n == GROUP_INPUT else {0: "batch", 1: "sequence"} for n in names}
                 axes.update({o: {0: "batch"} for o in outputs})
-                torch.onnx.export(graph, args, path, dynamo=False, input_names=names,
+                torch.onnx.export(graph, (), path, kwargs=args, dynamo=False, input_names=names,
                                   output_names=outputs, opset_version=opset, dynamic_axes=axes)
     finally:
         onnx_log.setLevel(level)
@@ -155,7 +163,7 @@ def export_onnx(run_dir, examples, out_dir=None, exporter="dynamo", opset=18, to
     names, outputs = _probe(loaded, sample)
     tmp = tio.new_temp_folder(out_dir)
     try:
-        _write_graph(_graph(loaded.model, names, outputs), tuple(sample[n] for n in names), names,
+        _write_graph(_graph(loaded.model, names, outputs), {n: sample[n] for n in names}, names,
                      outputs, os.path.join(tmp, ONNX_FILE), exporter, opset)
         loaded.tokenizer.save_pretrained(tmp)
         shutil.copy(os.path.join(loaded.folder, "config.json"), os.path.join(tmp, "config.json"))
@@ -252,11 +260,11 @@ class OnnxModel:
         """Per-row results of the task's ``collect`` for feature rows, in row order."""
         import torch
 
-        from ..data.batching import EvalLoader, pad_id
+        from ..data.batching import EvalLoader, pad_id, row_groups
 
         results = [None] * len(rows)
         for idx, batch in EvalLoader(rows, batch_size, pad_id(self.tokenizer), self.task.pad_fields,
-                                     self.task.vector_fields):
+                                     self.task.vector_fields, groups=row_groups(self.task, rows)):
             feed = {n: batch[n].numpy() if n in batch else torch.zeros_like(batch["input_ids"]).numpy()
                     for n in self.inputs}
             values = self.session.run(self.outputs, feed)

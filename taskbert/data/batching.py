@@ -13,25 +13,59 @@ import torch
 from ..errors import RunError
 
 
-def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50):
-    """Index lists for one training epoch: shuffled, bucketed by length."""
+def units(indices, groups=None):
+    """``indices`` as the units a batch is made of: one list per row, or with ``groups`` (a
+    group id per row, e.g. the example a window belongs to) one list per group, its rows in
+    order, the groups in order of first appearance."""
+    if groups is None:
+        return [[i] for i in indices]
+    found = {}
+    for i in indices:
+        found.setdefault(groups[i], []).append(i)
+    return list(found.values())
+
+
+def pack(parts, batch_size):
+    """Consecutive units into batches of at most ``batch_size`` rows; a unit with more rows
+    than that gets a batch of its own (rows of one unit are never split). Single-row units
+    give ``batch_size`` rows a batch, the last one ragged."""
+    batches, current = [], []
+    for part in parts:
+        if current and len(current) + len(part) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + part
+    if current:
+        batches.append(current)
+    return batches
+
+
+def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50, groups=None):
+    """Index lists for one training epoch: shuffled, bucketed by length; with ``groups``,
+    every group's rows share a batch (see :func:`units`). A pure function of its arguments,
+    so a resumed run rebuilds the same epoch."""
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
+    order = units(range(len(lengths)), groups)
     rng.shuffle(order)
     chunk = batch_size * chunk_batches
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+        part = sorted(order[start:start + chunk], key=lambda u: max(lengths[i] for i in u))
+        batches.extend(pack(part, batch_size))
     rng.shuffle(batches)
     return batches
 
 
-def eval_batches(lengths, batch_size):
+def eval_batches(lengths, batch_size, groups=None):
     """Index lists for evaluation: sorted longest first (memory peaks early, then
-    shrinks), no shuffling."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    shrinks), no shuffling; with ``groups``, every group's rows share a batch."""
+    order = sorted(units(range(len(lengths)), groups), key=lambda u: -max(lengths[i] for i in u))
+    return pack(order, batch_size)
+
+
+def row_groups(task, rows):
+    """The group id of each row when ``task.whole_examples`` (its ``example_index``), else None."""
+    return [r["example_index"] for r in rows] if task.whole_examples else None
 
 
 def pad_id(tokenizer):
@@ -104,13 +138,15 @@ class EvalLoader:
 
     Iterating yields ``(row indices, batch)`` in :func:`eval_batches` order (longest first),
     each batch collated with the task's padding and moved to ``device``. ``part=(rank, world)``
-    keeps every ``world``-th batch from ``rank`` (a distributed evaluation's share).
+    keeps every ``world``-th batch from ``rank`` (a distributed evaluation's share);
+    ``groups`` keeps rows together as :func:`eval_batches` does (see :func:`row_groups`).
     """
 
-    def __init__(self, rows, batch_size, pad_id, pad_fields=None, vector_fields=(), device=None, part=None):
+    def __init__(self, rows, batch_size, pad_id, pad_fields=None, vector_fields=(), device=None, part=None,
+                 groups=None):
         self.rows, self.pad_id, self.device = rows, pad_id, device
         self.pad_fields, self.vector_fields = dict(pad_fields or {}), tuple(vector_fields)
-        self.batches = eval_batches([len(r["input_ids"]) for r in rows], batch_size)
+        self.batches = eval_batches([len(r["input_ids"]) for r in rows], batch_size, groups)
         if part is not None:
             rank, world = part
             self.batches = self.batches[rank::world]

@@ -21,6 +21,8 @@ from contextlib import nullcontext
 
 import torch
 
+from ..data.batching import units
+
 
 class World:
     """Where this process stands: ``rank``, ``world`` size, ``local_rank`` and ``device``."""
@@ -39,10 +41,15 @@ class World:
         """Only the main process (rank 0) writes files, logs and progress bars."""
         return self.rank == 0
 
-    def shard(self, indices):
+    def shard(self, indices, groups=None):
         """This rank's rows of a global batch: every W-th, starting at the rank (ranks get
-        rows of similar length, since batches are sorted by length)."""
-        return list(indices[self.rank::self.world]) if self.enabled else list(indices)
+        rows of similar length, since batches are sorted by length); with ``groups`` every
+        W-th group of rows (a whole example's windows), so no example is split over ranks."""
+        if not self.enabled:
+            return list(indices)
+        if groups is None:
+            return list(indices[self.rank::self.world])
+        return [i for unit in units(indices, groups)[self.rank::self.world] for i in unit]
 
     def sum(self, values):
         """Element-wise sum of a list of numbers over all ranks (float64)."""

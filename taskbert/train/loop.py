@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import io as tio
-from ..data.batching import collate, pad_id, to_device, train_batches
+from ..data.batching import collate, pad_id, row_groups, to_device, train_batches, units
 from ..errors import RunError, SpecError
 from ..inference import run_inference
 from ..task import batch_loss
@@ -43,14 +43,22 @@ def new_window():
 
 
 
-def plan_steps(t, n_rows):
-    """``(batches, steps per epoch, total steps, warm-up steps)`` for the ``train:`` spec ``t``
-    over ``n_rows`` training rows (docs/spec.md, "How steps are counted")."""
-    batches = math.ceil(n_rows / t.batch_size)
-    steps_per_epoch = max(1, batches // t.grad_accum)
-    total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+def plan_steps(t, epoch_batches):
+    """``(fewest batches in an epoch, total steps, warm-up steps)`` for the ``train:`` spec
+    ``t``, where ``epoch_batches(epoch)`` is the number of batches of that epoch: always the
+    same, unless whole examples of several rows are packed into batches (docs/spec.md, "How
+    steps are counted")."""
+    counts = [epoch_batches(e) for e in range(max(1, math.ceil(t.epochs)) if not t.max_steps else 1)]
+    steps = [max(1, n // t.grad_accum) for n in counts]
+    if t.max_steps:
+        total = t.max_steps
+    elif len(set(steps)) == 1:
+        total = max(1, math.ceil(t.epochs * steps[0]))
+    else:   # whole epochs, then the started part of the last one
+        whole = int(t.epochs)
+        total = max(1, sum(steps[:whole]) + math.ceil((t.epochs - whole) * steps[-1]))
     warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
-    return batches, steps_per_epoch, total, warmup
+    return min(counts), total, warmup
 
 
 class Trainer:
@@ -91,8 +99,8 @@ class Trainer:
         model = self.model.to(self.device)
         self.hook.taskbert_prepare_model(model=model, device=self.device, phase="train")
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
-        _, steps_per_epoch, self.total_steps, warmup = self.plan
-        self.usable = steps_per_epoch * t.grad_accum  # drop a ragged accumulation tail
+        self.groups = row_groups(self.task, self.rows["train"])   # None: every row on its own
+        _, self.total_steps, warmup = self.plan
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
         if self.resume:
@@ -112,7 +120,8 @@ class Trainer:
         self.stop = self.stop or self.step >= self.total_steps
         self._t0 = time.perf_counter()
         while not self.stop:
-            batches = train_batches(self.lengths, t.batch_size, t.seed, self.epoch)
+            batches = train_batches(self.lengths, t.batch_size, t.seed, self.epoch, groups=self.groups)
+            self.usable = max(1, len(batches) // t.grad_accum) * t.grad_accum  # drop a ragged tail
             self.train_model.train()
             for pos in range(self.batch_pos, self.usable):
                 sync = (pos + 1) % t.grad_accum == 0
@@ -142,12 +151,14 @@ class Trainer:
     def _forward_backward(self, ids, sync):
         """Loss and gradients of one batch (this rank's share of it under DDP)."""
         t = self.spec.train
-        mine = self.world.shard(ids)
+        mine = self.world.shard(ids, self.groups)
         # a rank left without rows still runs one, weighted 0, so DDP's all-reduce matches
         rows = [self.rows["train"][i] for i in (mine or ids[:1])]
         batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, self.task.pad_fields, self.task.vector_fields), self.device),
                                         training=True)
-        weight = len(mine) * self.world.world / len(ids)  # exactly 1.0 for one process
+        # the loss is a mean over examples (rows, unless whole examples); weigh this rank's share
+        n_mine, n_all = len(units(mine, self.groups)), len(units(ids, self.groups))
+        weight = n_mine * self.world.world / n_all  # exactly 1.0 for one process
         with self.world.no_sync(self.train_model, sync):
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
@@ -156,13 +167,13 @@ class Trainer:
         value = loss.item() if mine else 0.0
         tokens = int(batch["attention_mask"].sum()) if mine else 0
         if self.world.enabled:  # the mean over the whole batch, the same on every rank
-            loss_sum, tokens = self.world.sum([value * len(mine), tokens])
-            value, tokens = loss_sum / len(ids), int(tokens)
+            loss_sum, tokens = self.world.sum([value * n_mine, tokens])
+            value, tokens = loss_sum / n_all, int(tokens)
         if not math.isfinite(value):
             self._fail(f"train/loss is {value}")
         self.window["loss"] += value
         self.window["batches"] += 1
-        self.window["samples"] += len(ids)
+        self.window["samples"] += n_all
         self.window["tokens"] += tokens
 
     def _optimizer_step(self):

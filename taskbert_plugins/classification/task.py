@@ -17,6 +17,8 @@ from torch import nn
 from taskbert import DataError, Head, Skip, Task, head_dropout, registries, softmax_list
 from taskbert_plugins.own_heads import OwnHead, head_layout
 
+from . import windows as win
+
 
 def label_text(value):
     """The label name of a scalar from data or options; None for null, lists and objects.
@@ -86,7 +88,7 @@ def is_blank(text):
 
 
 @dataclass(frozen=True)
-class ClassificationOptions:
+class ClassificationOptions(win.LongInputOptions):
     text_field: str = field(default="text", metadata={"predict": True, "help": "record field holding the text"})
     label_field: str = field(default="label", metadata={"predict": True, "help": "record field holding the label"})
     labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
@@ -110,13 +112,17 @@ class ClassificationOptions:
 
 class ClassificationHead(Head):
     """Dropout and a linear layer over the pooled [CLS] vector; cross-entropy on
-    ``batch["label"]`` (-100: no label), or with ``regression`` one output and MSE."""
+    ``batch["label"]`` (-100: no label), or with ``regression`` one output and MSE. With
+    ``pooling`` (long inputs in windows) the windows of a document are pooled into its logits
+    (:mod:`taskbert_plugins.classification.windows`)."""
 
-    def __init__(self, hidden_size, num_labels, dropout, regression=False):
+    def __init__(self, hidden_size, num_labels, dropout, regression=False, pooling=None):
         super().__init__()
-        self.regression = regression
+        self.regression, self.pooling = regression, pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
+        if pooling == "attention":
+            self.window_attention = win.WindowAttention(hidden_size)
 
     def read_positions(self, batch, training):
         return "first"   # [CLS] (and the pooler over it) only
@@ -125,6 +131,10 @@ class ClassificationHead(Head):
         pooled = getattr(encoder_out, "pooler_output", None)
         if pooled is None:
             pooled = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
+        if self.pooling:
+            def classify(vectors):
+                return self.classifier(self.dropout(vectors))
+            return win.windowed_output(self, batch, lambda: classify(pooled), lambda: pooled, classify)
         return with_label_loss(self.classifier(self.dropout(pooled)), batch, self.regression)
 
 
@@ -146,11 +156,19 @@ class OwnClassificationHead(OwnHead):
 
     kind = "sequence"
 
-    def __init__(self, encoder, num_labels, dropout=None, regression=False):
+    def __init__(self, encoder, num_labels, dropout=None, regression=False, pooling=None):
         super().__init__(encoder, num_labels, dropout)
-        self.regression = regression
+        self.regression, self.pooling = regression, pooling
+        if pooling == "attention":
+            self.window_attention = win.WindowAttention(encoder.config.hidden_size)
 
     def forward(self, encoder_out, batch):
+        if self.pooling:   # attention: the pooled first-token vector, read as a one-token text
+            first = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
+            return win.windowed_output(
+                self, batch, lambda: self.own_output(encoder_out, batch).logits, lambda: first,
+                lambda v: self._model(inputs_embeds=v[:, None], attention_mask=batch["attention_mask"][:, :1],
+                                      return_dict=True).logits)
         return with_label_loss(self.own_output(encoder_out, batch).logits, batch, self.regression)
 
 
@@ -158,12 +176,13 @@ def classification_head(task, encoder, num_labels, regression=False):
     """The head for ``encoder``: its architecture's own layout where it has one (the task's
     ``hf_architecture`` follows), else the BERT-style :class:`ClassificationHead`."""
     cfg = encoder.config
+    pooling = task.options.window_pooling if task.whole_examples else None
     if head_layout(task, cfg, "sequence") == "own":
-        head = OwnClassificationHead(encoder, num_labels, task.options.dropout, regression)
+        head = OwnClassificationHead(encoder, num_labels, task.options.dropout, regression, pooling)
         task.hf_architecture = head.architecture
         return head
     dropout = task.options.dropout if task.options.dropout is not None else head_dropout(cfg, "sequence")
-    return ClassificationHead(cfg.hidden_size, num_labels, dropout, regression)
+    return ClassificationHead(cfg.hidden_size, num_labels, dropout, regression, pooling)
 
 
 #: what a labelled record whose label is in ``task_options.drop_labels`` becomes (the core counts them)
@@ -182,6 +201,8 @@ class TextLabelTask(Task):
     def __init__(self, options=None):
         super().__init__(options)
         self.labels = list(self.options.labels) if self.options.labels else None
+        # windows of one long document share a batch and are pooled into one prediction
+        self.whole_examples = self.options.long_inputs == "windows"
 
     def _label(self, record, where, labelled):
         """The label name of ``record`` (see :func:`label_text`); :data:`DROPPED` when it is in
@@ -324,15 +345,31 @@ class SentenceClassification(TextLabelTask):
     def record_from_text(self, line):
         return {self.options.text_field: line}
 
+    def check_encoding(self, tokenizer, max_length, config):
+        if self.whole_examples:
+            win.budget_overlap(self.options, max_length, tokenizer.num_special_tokens_to_add(pair=False))
+
+    def truncation(self, examples, tokenizer, max_length):
+        if not self.whole_examples:
+            return super().truncation(examples, tokenizer, max_length)
+        budget, overlap = win.budget_overlap(self.options, max_length, tokenizer.num_special_tokens_to_add(pair=False))
+        counts = [len(ids) for ids in tokenizer([ex["text"] for ex in examples], add_special_tokens=False, verbose=False)["input_ids"]]
+        return win.token_cuts(counts, budget, overlap, self.options.max_windows)
+
     def encode_all(self, examples, tokenizer, max_length):
-        # one batched call to the Rust tokenizer is ~10x faster than one call per text
-        enc = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=max_length,
-                        return_attention_mask=False)
+        texts = [ex["text"] for ex in examples]
+        if self.whole_examples:
+            enc, kept = win.encode_texts(tokenizer, texts, max_length, self.options)
+            pieces = [(i, w) for i, ws in enumerate(kept) for w in ws]
+        else:   # one batched call to the Rust tokenizer is ~10x faster than one call per text
+            enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
+            pieces = list(enumerate(range(len(examples))))
         rows = []
-        for i, ex in enumerate(examples):
-            row = {"input_ids": enc["input_ids"][i], "example_index": i,
-                   "label": self.label_id(ex["label"]) if ex["label"] is not None else -100}
+        for i, w in pieces:
+            label = examples[i]["label"]
+            row = {"input_ids": enc["input_ids"][w], "example_index": i,
+                   "label": self.label_id(label) if label is not None else -100}
             if "token_type_ids" in enc:
-                row["token_type_ids"] = enc["token_type_ids"][i]
+                row["token_type_ids"] = enc["token_type_ids"][w]
             rows.append(row)
         return rows

@@ -187,6 +187,12 @@ class FeatureClassificationOptions(ClassificationOptions, FeatureOptions):
     head: Literal["linear", "mlp"] = field(default="linear", metadata={
         "help": "linear layer, or an MLP with one hidden layer of head_hidden units"})
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.long_inputs != "truncate":
+            raise ValueError("long_inputs: only 'truncate' here (cached features are one row per "
+                             "text); read long documents in windows with sentence_classification")
+
 
 class FeatureClassification(FeatureTask, SentenceClassification):
     """One label per text from cached frozen-encoder features and a linear/MLP head."""

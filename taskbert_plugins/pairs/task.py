@@ -26,12 +26,13 @@ from taskbert_plugins.classification import (
     label_text,
     normalize_label_options,
 )
+from taskbert_plugins.classification import windows as win
 
 DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman")}
 
 
 @dataclass(frozen=True)
-class PairOptions:
+class PairOptions(win.LongInputOptions):
     """``task_options`` of ``sentence_pair``."""
 
     text_a_field: str = field(default="sentence1", metadata={"predict": True, 
@@ -134,16 +135,43 @@ class SentencePair(TextLabelTask):
         if "train" in examples and len({ex["label"] for ex in examples["train"]}) < 2:
             raise DataError("data.train: all training scores are equal; regression needs varied scores")
 
+    def check_encoding(self, tokenizer, max_length, config):
+        if self.whole_examples:
+            win.pair_budget(tokenizer, max_length, self.options)
+
+    def truncation(self, examples, tokenizer, max_length):
+        if not self.whole_examples:
+            return super().truncation(examples, tokenizer, max_length)
+        short_cap, budget, overlap = win.pair_budget(tokenizer, max_length, self.options)
+        room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+        cut, total, truncated = 0, 0, 0
+        for ex in examples:
+            a, b = (len(tokenizer(ex[k], add_special_tokens=False, verbose=False)["input_ids"]) for k in ("text_a", "text_b"))
+            short, long = min(a, b), max(a, b)
+            kept_short = min(short, short_cap)
+            n = win.window_count(long, room - kept_short, overlap)
+            read = win.tokens_read(long, room - kept_short, overlap, win.kept_windows(n, self.options.max_windows))
+            total += a + b
+            cut += short - kept_short + long - read
+            truncated += max(0, a + b - room)
+        return {"tokens": (cut, total), "tokens (with long_inputs: truncate)": (truncated, total)}
+
     def encode_all(self, examples, tokenizer, max_length):
-        # one batched call to the Rust tokenizer; 'longest_first' trims the longer text first
-        enc = tokenizer([ex["text_a"] for ex in examples], [ex["text_b"] for ex in examples],
-                        truncation="longest_first", max_length=max_length,
-                        return_attention_mask=False)
+        texts_a, texts_b = [ex["text_a"] for ex in examples], [ex["text_b"] for ex in examples]
+        if self.whole_examples:   # the longer text in windows, the shorter one in each
+            pieces = [(i, ids, types) for i, ws in enumerate(win.encode_pairs(
+                tokenizer, texts_a, texts_b, max_length, self.options)) for ids, types in ws]
+        else:   # one batched call to the Rust tokenizer; 'longest_first' trims the longer text first
+            enc = tokenizer(texts_a, texts_b, truncation="longest_first", max_length=max_length,
+                            return_attention_mask=False)
+            types = enc.get("token_type_ids")
+            pieces = [(i, ids, types[i] if types is not None else None) for i, ids in enumerate(enc["input_ids"])]
         rows = []
-        for i, ex in enumerate(examples):
-            row = {"input_ids": enc["input_ids"][i], "example_index": i}
-            if "token_type_ids" in enc:
-                row["token_type_ids"] = enc["token_type_ids"][i]
+        for i, ids, types in pieces:
+            ex = examples[i]
+            row = {"input_ids": ids, "example_index": i}
+            if types is not None:
+                row["token_type_ids"] = types
             if self.regression:
                 if ex["label"] is not None:   # no key at all: the head computes no loss
                     row["label"] = float(ex["label"])

@@ -21,17 +21,17 @@ from safetensors.torch import load_file
 from taskbert.train.distributed import World
 from taskbert.run import execute
 from taskbert.config.spec import load_spec
-from taskbert.testing import write_polarity_data, write_spec
+from taskbert.testing import write_long_polarity_data, write_polarity_data, write_spec
 from taskbert.train.loop import TIMING_FIELDS
 
 
-def ddp_spec(folder, tiny_encoder, data):
+def ddp_spec(folder, tiny_encoder, data, **task_options):
     """241 training rows in global batches of 8: the last batch has one row, so rank 1
     gets none of it; 37 validation rows in evaluation batches of 8 (5 batches: 3 + 2)."""
     spec = {"task": "sentence_classification",
-            "encoder": {"model": tiny_encoder, "max_length": 32},
+            "encoder": {"model": tiny_encoder, "max_length": 24 if task_options else 32},
             "data": {"train": data[0], "validation": data[1]},
-            "task_options": {"dropout": 0.0},  # ranks draw their own dropout masks
+            "task_options": {"dropout": 0.0, **task_options},  # ranks draw their own dropout masks
             "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 1e-2, "log_every": 5,
                       "eval_every": 10, "seed": 7, "threads": 1, "loggers": [],
                       "precision": "fp32"},  # bf16 (auto on a CPU with AMX) rounds per batch split
@@ -56,9 +56,9 @@ def one_process(tmp_path_factory, tiny_encoder):
     return data, one.output
 
 
-def launch(command, folder, tiny_encoder, data):
+def launch(command, folder, tiny_encoder, data, **task_options):
     """Run ``command + [taskbert run spec]`` in a fresh environment; return the run folder."""
-    spec = ddp_spec(folder, tiny_encoder, data)
+    spec = ddp_spec(folder, tiny_encoder, data, **task_options)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     proc = subprocess.run([*command, "-m", "taskbert", "run", spec], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -67,7 +67,7 @@ def launch(command, folder, tiny_encoder, data):
     return os.path.join(folder, "run")
 
 
-def assert_matches_one_process(run_two, run_one):
+def assert_matches_one_process(run_two, run_one, validation=37):
     """Same weights and metrics within the stated tolerance; rank 0 alone wrote files."""
     w1 = load_file(os.path.join(run_one, "best", "model.safetensors"))
     w2 = load_file(os.path.join(run_two, "best", "model.safetensors"))
@@ -90,7 +90,7 @@ def assert_matches_one_process(run_two, run_one):
     # evaluation gathered every row once: nothing padded, nothing counted twice
     with open(os.path.join(run_two, "predictions.jsonl"), encoding="utf-8") as fh:
         preds = [json.loads(ln) for ln in fh]
-    assert sorted(p["index"] for p in preds) == list(range(37))
+    assert sorted(p["index"] for p in preds) == list(range(validation))
     assert sorted(os.listdir(run_two)) == sorted(os.listdir(run_one))
     assert not [f for f in os.listdir(run_two) if f.startswith(".")]
     with open(os.path.join(run_two, "manifest.json"), encoding="utf-8") as fh:
@@ -102,6 +102,21 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path, t
     run_two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
                      str(tmp_path / "two"), tiny_encoder, data)
     assert_matches_one_process(run_two, run_one)
+
+
+def test_torchrun_shares_out_whole_documents_of_windows(tmp_path, tiny_encoder):
+    """Long texts in windows (3 or 4 a text, batches of up to 8 windows): each rank gets whole
+    documents and the loss is weighed by documents, so 2 processes train what 1 does. (Mean
+    pooling: attention pooling's zero-initialised scorer gets near-zero gradients at first,
+    whose float rounding Adam turns into steps of up to 1e-3 that differ between the runs.)"""
+    data = (write_long_polarity_data(tmp_path / "train.jsonl", 41, 3),
+            write_long_polarity_data(tmp_path / "dev.jsonl", 13, 4))
+    windows = {"long_inputs": "windows", "window_overlap": 4, "window_pooling": "mean"}
+    one = load_spec(ddp_spec(str(tmp_path / "one"), tiny_encoder, data, **windows))
+    execute(one)
+    run_two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+                     str(tmp_path / "two"), tiny_encoder, data, **windows)
+    assert_matches_one_process(run_two, one.output, validation=13)
 
 
 @pytest.mark.skipif(not os.environ.get("TASKBERT_TEST_ACCELERATE"),

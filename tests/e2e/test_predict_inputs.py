@@ -132,7 +132,7 @@ def test_task_options_that_do_not_shape_the_model_change_at_predict_time(trained
     assert [p["label"] for p in after] == [p["label"] for p in before] and len(after) == 4
     result, _ = _predict(trained_run, plain, "--task-option", "labels=[a, b]")
     assert result.exit_code == 2 and "--task-option labels: is fixed by the trained model; options " \
-                                     "predict may change: text_field, label_field" in result.stderr
+                                     "predict may change: max_windows, window_overlap, text_field, label_field" in result.stderr
     result, _ = _predict(trained_run, plain, "--task-option", "nope=1")
     assert result.exit_code == 2 and "is not an option of task 'sentence_classification'" in result.stderr
     result, _ = _predict(trained_run, plain, "--task-option", "text_field")

@@ -114,9 +114,12 @@ def test_validate_ok(tmp_path, tiny_encoder, sentiment_data):
     assert result.exit_code == 0 and "train 400, validation 100" in result.output
 
 
-def test_offline_a_hub_id_must_be_in_the_cache(tmp_path, sentiment_data, monkeypatch):
+def test_offline_a_hub_id_must_be_in_the_cache(tmp_path, sentiment_data, monkeypatch, tiny_encoder):
     """Offline (the tests run with HF_HUB_OFFLINE=1), ``validate`` refuses a hub id that is
-    not in the local Hugging Face cache instead of saying ok, and accepts one that is."""
+    not in the local Hugging Face cache instead of saying ok, and accepts one that is (its
+    config and tokenizer files; the weights are not read)."""
+    import shutil
+
     from huggingface_hub import constants
 
     train, _ = sentiment_data
@@ -130,7 +133,9 @@ def test_offline_a_hub_id_must_be_in_the_cache(tmp_path, sentiment_data, monkeyp
         assert result.exit_code == 2 and message in result.stderr, result.output
     snapshot = cache / "models--some-org--cached" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    for name in os.listdir(tiny_encoder):
+        if not name.endswith(".safetensors"):
+            shutil.copy(os.path.join(tiny_encoder, name), snapshot / name)
     (cache / "models--some-org--cached" / "refs").mkdir()
     (cache / "models--some-org--cached" / "refs" / "main").write_text("abc123")
     path = write(tmp_path, {"task": "sentence_classification", "encoder": {"model": "some-org/cached"},
