@@ -190,7 +190,8 @@ def prepare(spec):
     _check_metric(spec, task)
     if "train" not in spec.data.splits() and task.trainable_encoder():
         raise SpecError(f"{spec.path}: data.train: required for training")
-    if type(task).check_encoding is not Task.check_encoding:  # loaded only when asked for
+    # loaded only for a task whose check_encoding (class or, set from options, instance) is its own
+    if getattr(task.check_encoding, "__func__", None) is not Task.check_encoding:
         tokenizer = source.tokenizer()
         if tokenizer is not None:   # a source may have none before it loads (from scratch)
             try:
