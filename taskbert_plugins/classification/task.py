@@ -133,9 +133,7 @@ class ClassificationHead(Head):
         if pooled is None:
             pooled = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
         if self.pooling:
-            def classify(vectors):
-                return self.classifier(self.dropout(vectors))
-            return win.windowed_output(self, batch, lambda: classify(pooled), lambda: pooled, classify)
+            return win.windowed_output(self, batch, pooled, lambda v: self.classifier(self.dropout(v)))
         return with_label_loss(self.classifier(self.dropout(pooled)), batch, self.regression)
 
 
@@ -167,9 +165,10 @@ class OwnClassificationHead(OwnHead):
         if self.pooling:   # attention: the pooled first-token vector, read as a one-token text
             first = encoder_out.last_hidden_state[:, 0]   # (batch, hidden)
             return win.windowed_output(
-                self, batch, lambda: self.own_output(encoder_out, batch).logits, lambda: first,
+                self, batch, first,
                 lambda v: self._model(inputs_embeds=v[:, None], attention_mask=batch["attention_mask"][:, :1],
-                                      return_dict=True).logits)
+                                      return_dict=True).logits,
+                window_logits=lambda: self.own_output(encoder_out, batch).logits)
         return with_label_loss(self.own_output(encoder_out, batch).logits, batch, self.regression)
 
 
@@ -368,7 +367,7 @@ class SentenceClassification(TextLabelTask):
             pieces = [(i, w) for i, ws in enumerate(kept) for w in ws]
         else:   # one batched call to the Rust tokenizer is ~10x faster than one call per text
             enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
-            pieces = list(enumerate(range(len(examples))))
+            pieces = [(i, i) for i in range(len(examples))]
         rows = []
         for i, w in pieces:
             label = examples[i]["label"]

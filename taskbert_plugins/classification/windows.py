@@ -90,11 +90,11 @@ def tokens_read(n_tokens, budget, overlap, kept):
 
 
 def window_rows(enc, n_examples, max_windows):
-    """Per example, the overflow windows (indices into ``enc``) the tokenizer made and those kept."""
+    """Per example, the indices into ``enc`` of the overflow windows kept (see :func:`kept_windows`)."""
     found = [[] for _ in range(n_examples)]
     for w, i in enumerate(enc["overflow_to_sample_mapping"]):
         found[i].append(w)
-    return [(ws, [ws[k] for k in kept_windows(len(ws), max_windows)]) for ws in found]
+    return [[ws[k] for k in kept_windows(len(ws), max_windows)] for ws in found]
 
 
 # ------------------------------------------------------------------- pooling
@@ -144,15 +144,16 @@ def document_loss(logits, batch, same, regression=False):
     return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
-def windowed_output(head, batch, window_logits, vectors, classify):
+def windowed_output(head, batch, vectors, classify, window_logits=None):
     """The head output of windowed rows: ``{"logits"}`` (each row its document's), with the
-    per-document loss when labelled. ``window_logits()`` gives per-window logits (mean,
-    max); ``classify(vectors)`` turns the attention-pooled ``vectors`` (rows, hidden) into logits."""
+    per-document loss when labelled. ``classify`` turns (rows, hidden) window vectors into
+    logits: the attention-pooled ``vectors`` for ``attention``; for ``mean``/``max``, the
+    per-window logits are ``window_logits()`` when given, else ``classify(vectors)``."""
     same = same_document(batch)
     if head.pooling == "attention":
-        logits = classify(head.window_attention(vectors(), same))
+        logits = classify(head.window_attention(vectors, same))
     else:
-        logits = pool_logits(window_logits(), same, head.pooling)
+        logits = pool_logits(window_logits() if window_logits else classify(vectors), same, head.pooling)
     out = {"logits": logits}
     if "label" in batch:
         out["loss"] = document_loss(logits, batch, same, head.regression)
@@ -166,7 +167,7 @@ def encode_texts(tokenizer, texts, max_length, options):
     _, overlap = budget_overlap(options, max_length, tokenizer.num_special_tokens_to_add(pair=False))
     enc = tokenizer(texts, truncation=True, max_length=max_length, stride=overlap,
                     return_overflowing_tokens=True, return_attention_mask=False)
-    return enc, [kept for _, kept in window_rows(enc, len(texts), options.max_windows)]
+    return enc, window_rows(enc, len(texts), options.max_windows)
 
 
 def pair_budget(tokenizer, max_length, options):
@@ -212,7 +213,7 @@ def encode_pairs(tokenizer, texts_a, texts_b, max_length, options):
         enc = tokenizer(firsts, seconds, truncation="only_first" if first_long else "only_second",
                         max_length=max_length, stride=overlap, return_overflowing_tokens=True,
                         return_attention_mask=False)
-        for j, (_, kept) in enumerate(window_rows(enc, len(picked), options.max_windows)):
+        for j, kept in enumerate(window_rows(enc, len(picked), options.max_windows)):
             types = enc.get("token_type_ids")
             windows[picked[j]] = [(enc["input_ids"][w], types[w] if types is not None else None) for w in kept]
     return windows

@@ -146,8 +146,9 @@ class SentencePair(TextLabelTask):
         short_cap, budget, overlap = win.pair_budget(tokenizer, max_length, self.options)
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
         cut, total, truncated = 0, 0, 0
-        for ex in examples:
-            a, b = (len(tokenizer(ex[k], add_special_tokens=False, verbose=False)["input_ids"]) for k in ("text_a", "text_b"))
+        lengths = [[len(ids) for ids in tokenizer([ex[k] for ex in examples], add_special_tokens=False,
+                                                  verbose=False)["input_ids"]] for k in ("text_a", "text_b")]
+        for a, b in zip(*lengths):
             short, long = min(a, b), max(a, b)
             kept_short = min(short, short_cap)
             n = win.window_count(long, room - kept_short, overlap)
