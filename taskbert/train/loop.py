@@ -48,8 +48,14 @@ def plan_steps(t, epoch_batches):
     ``t``, where ``epoch_batches(epoch)`` is the number of batches of that epoch: always the
     same, unless whole examples of several rows are packed into batches (docs/spec.md, "How
     steps are counted")."""
-    counts = [epoch_batches(e) for e in range(max(1, math.ceil(t.epochs)) if not t.max_steps else 1)]
-    steps = [max(1, n // t.grad_accum) for n in counts]
+    if t.max_steps:   # every epoch the run will start, so that the fewest covers them all
+        counts, steps = [], []
+        while sum(steps) < t.max_steps:
+            counts.append(epoch_batches(len(counts)))
+            steps.append(max(1, counts[-1] // t.grad_accum))
+    else:
+        counts = [epoch_batches(e) for e in range(max(1, math.ceil(t.epochs)))]
+        steps = [max(1, n // t.grad_accum) for n in counts]
     if t.max_steps:
         total = t.max_steps
     elif len(set(steps)) == 1:

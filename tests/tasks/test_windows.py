@@ -212,6 +212,11 @@ def test_plan_counts_each_epochs_batches():
     assert (fewest, total, warmup) == (9, 5 + 4 + math.ceil(0.5 * 5), 1)
     T.epochs = 3                                                   # equal counts: epochs * steps
     assert plan_steps(T, lambda e: 10)[1] == 15
+    T.max_steps = 7          # max_steps: every epoch the run starts counts, not only the first
+    counts = {0: 6, 1: 1, 2: 6, 3: 6}
+    seen = []
+    fewest, total, _ = plan_steps(T, lambda e: seen.append(e) or counts[e])
+    assert (fewest, total, seen) == (1, 7, [0, 1, 2])         # 3 + 1 + 3 steps reach 7
 
 
 def test_a_rank_gets_whole_documents():
