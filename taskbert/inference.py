@@ -4,7 +4,7 @@ put back in row order; shared out across the processes of a distributed run."""
 import torch
 from tqdm.auto import tqdm
 
-from .data.batching import EvalLoader, row_groups, units
+from .data.batching import EvalLoader, batch_fields, row_groups, row_parts, units
 
 
 def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None, desc="predicting",
@@ -16,7 +16,8 @@ def run_inference(model, task, rows, batch_size, pad_id, device, amp_dtype=None,
     shared = world is not None and world.enabled
     groups = row_groups(task, rows)   # a task's whole examples share a batch, and count once
     loader = EvalLoader(rows, batch_size, pad_id, task.pad_fields, task.vector_fields, device,
-                        part=(world.rank, world.world) if shared else None, groups=groups)
+                        part=(world.rank, world.world) if shared else None, groups=groups,
+                        parts=row_parts(task, rows), fields=lambda rs: batch_fields(task, rs))
     total_loss, n_loss = 0.0, 0
     with torch.inference_mode():
         for idx, batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,

@@ -77,7 +77,7 @@ def check_output(spec, resume=False, overwrite=False):
         raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
     own_spec = resume and spec.path and os.path.abspath(spec.path) == os.path.abspath(os.path.join(out, "spec.yaml"))
     inputs = [] if own_spec else [("the spec", spec.path)]   # --resume may read the run's own copy
-    inputs += [(f"data.{k}", p) for k, p in spec.data.splits().items()]
+    inputs += [(f"data.{k}", p) for k, p in spec.data_files().items()]
     local_model = os.path.join(os.path.dirname(spec.path or "."), spec.encoder.model)
     if os.path.isdir(local_model):
         inputs.append(("encoder.model", local_model))
@@ -143,7 +143,7 @@ def check_resume(spec):
                         f"start the run again with --overwrite") from exc
     now = _flat(spec.to_dict())
     differ = [k for k in sorted(set(saved) | set(now))
-              if not k.startswith(RESUME_FREE_KEYS) and saved.get(k) != now.get(k)]
+              if not _resume_free(k) and saved.get(k) != now.get(k)]
     if differ:
         key = differ[0]
         flags = " ".join(f"--set {k}={_yaml_value(saved.get(k))}" for k in differ if k in saved)
@@ -157,11 +157,20 @@ def check_resume(spec):
             hashes = {k: v["sha256"] for k, v in json.load(fh).get("data", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         hashes = {}
-    for split, path in spec.data.splits().items():
+    for split, path in spec.data_files().items():
         if split in hashes and file_sha256(path) != hashes[split]:
             raise SpecError(f"data.{split}: {path} changed since the run in {out} started "
                             f"(SHA-256 differs from manifest.json); resume with the same data "
                             f"or start over with --overwrite")
+
+
+def _resume_free(key):
+    """Whether ``--resume`` lets the (flattened) spec key ``key`` change: see ``RESUME_FREE_KEYS``;
+    in a multi-task spec ``tasks.NAME.data.SPLIT`` too."""
+    parts = key.split(".")
+    if parts[0] == "tasks" and len(parts) > 2:
+        key = ".".join(parts[2:])
+    return key.startswith(RESUME_FREE_KEYS)
 
 
 def _check_metric(spec, task):
@@ -171,6 +180,8 @@ def _check_metric(spec, task):
         return
     metric, allowed = spec.train.metric, ["loss", *names]
     base = metric[len("validation/"):] if metric and metric.startswith("validation/") else metric
+    if hasattr(task, "check_mean") and base in (None, "mean"):
+        task.check_mean(spec.path)   # several tasks: the mean of their defaults must make sense
     if metric is None or base in allowed:
         return
     close = difflib.get_close_matches(base, allowed, n=1) or [n for n in allowed if base in n][:1]
@@ -180,28 +191,45 @@ def _check_metric(spec, task):
 
 
 def prepare(spec):
-    """Check the spec's task, encoder and data without loading weights."""
+    """Check the spec's task(s), encoder and data without loading weights."""
     regs = registries()
-    task = regs.tasks.get(spec.task)(spec.options)
     hook = get_plugin_manager().hook
-    hook.taskbert_check_spec(spec=spec)
-    source = encoder_source(spec, hook)
+    members = spec.members()
+    tasks = [regs.tasks.get(m.task)(m.options) for _, m in members]
+    for _, member in members:
+        hook.taskbert_check_spec(spec=member)
+    source = encoder_source(spec if len(members) == 1 else members[0][1], hook)
+    for name, member in members[1:]:   # several tasks share one encoder: the same source for each
+        other = encoder_source(member, hook)
+        if type(other) is not type(source):
+            raise SpecError(f"{spec.path}: tasks.{name}: its encoder comes from {other.name!r}, the other "
+                            f"tasks' from {source.name!r}; tasks sharing an encoder must load the same one")
     source.check()
+    if len(members) == 1:
+        task = tasks[0]
+    else:
+        from .multitask import MultiTask
+
+        task = MultiTask([(name, t, spec.tasks[name].weight) for (name, _), t in zip(members, tasks)])
     _check_metric(spec, task)
-    if "train" not in spec.data.splits() and task.trainable_encoder():
-        raise SpecError(f"{spec.path}: data.train: required for training")
-    # loaded only for a task whose check_encoding (class or, set from options, instance) is its own
-    if getattr(task.check_encoding, "__func__", None) is not Task.check_encoding:
-        tokenizer = source.tokenizer()
-        if tokenizer is not None:   # a source may have none before it loads (from scratch)
-            try:
-                task.check_encoding(tokenizer, spec.encoder.max_length, source.config())
-            except SpecError as exc:
-                raise SpecError(f"{spec.path}: {exc}") from exc
-    warnings = []   # the records each file's task skipped, then the task's own checks
-    examples = load_splits(spec, task, regs.readers, warnings)
-    for split, exs in examples.items():
-        warnings.extend(task.check(exs, split, spec.data.splits()[split]))
+    warnings, per_member = [], []   # the records each file's task skipped, then the task's own checks
+    for (name, member), member_task in zip(members, tasks):
+        where = f"{spec.path}: " + (f"tasks.{name}." if name else "")
+        if "train" not in member.data.splits() and member_task.trainable_encoder():
+            raise SpecError(f"{where}data.train: required for training")
+        # loaded only for a task whose check_encoding (class or, set from options, instance) is its own
+        if getattr(member_task.check_encoding, "__func__", None) is not Task.check_encoding:
+            tokenizer = source.tokenizer()
+            if tokenizer is not None:   # a source may have none before it loads (from scratch)
+                try:
+                    member_task.check_encoding(tokenizer, spec.encoder.max_length, source.config())
+                except SpecError as exc:
+                    raise SpecError(f"{where}{exc}") from exc
+        examples = load_splits(member, member_task, regs.readers, warnings)
+        for split, exs in examples.items():
+            warnings.extend(member_task.check(exs, split, member.data.splits()[split]))
+        per_member.append(examples)
+    examples = per_member[0] if len(members) == 1 else task.join(per_member)
     return Prepared(spec, task, source, examples, warnings)
 
 
@@ -224,7 +252,7 @@ def manifest(spec, processes=1):
         "platform": platform.platform(), "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": spec.train.seed, "git_commit": commit, "processes": processes,
-        "data": {split: {"path": p, "sha256": file_sha256(p)} for split, p in spec.data.splits().items()},
+        "data": {split: {"path": p, "sha256": file_sha256(p)} for split, p in spec.data_files().items()},
     }
 
 
@@ -277,15 +305,17 @@ def _check_steps(spec, task, rows):
     """The run's step plan (:func:`~taskbert.train.loop.plan_steps`) for the training rows,
     checked: an optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than
     the run never reaches the peak rate (said, not refused)."""
-    from .data.batching import row_groups, train_batches
+    from .data.batching import row_groups, row_parts, train_batches
     from .train.loop import plan_steps
 
     t = spec.train
     lengths, groups, n_rows = [len(r["input_ids"]) for r in rows], row_groups(task, rows), len(rows)
-    if groups is None:
+    parts = row_parts(task, rows)
+    if groups is None and parts is None:
         plan = plan_steps(t, lambda epoch: math.ceil(n_rows / t.batch_size))
-    else:   # whole examples packed into batches: the count may differ between epochs
-        plan = plan_steps(t, lambda epoch: len(train_batches(lengths, t.batch_size, t.seed, epoch, groups=groups)))
+    else:   # whole examples or tasks packed into batches: the count may differ between epochs
+        plan = plan_steps(t, lambda epoch: len(train_batches(lengths, t.batch_size, t.seed, epoch, groups=groups,
+                                                             parts=parts, mixing=(t.mixing, t.mixing_temperature))))
     batches, total, warmup = plan
     if t.grad_accum > batches:
         raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "

@@ -203,5 +203,11 @@ def debug_data_cmd(spec_file, overrides, as_json):
     BIO sequences and train/dev duplicates of a spec's data (loads only the tokenizer)."""
     from ..config.spec import load_spec
 
-    report = debug_data(load_spec(spec_file, overrides))
+    spec = load_spec(spec_file, overrides)
+    if spec.tasks:   # several tasks: one report each, under its name
+        reports = {name: debug_data(member) for name, member in spec.members()}
+        click.echo(json.dumps(reports, indent=2, ensure_ascii=False) if as_json else
+                   "\n\n".join(f"== tasks.{name}\n{format_report(r)}" for name, r in reports.items()))
+        return
+    report = debug_data(spec)
     click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))

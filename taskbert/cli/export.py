@@ -295,12 +295,18 @@ def is_export_folder(path):
 @click.option("--sample", type=click.Path(dir_okay=False),
               help="inputs for the parity check (default: the run's validation data)")
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(min=14))
+@click.option("--task", "task_name", metavar="NAME",
+              help="the task of a run of several tasks (default output: RUN_DIR/onnx-NAME)")
 @friendly
-def export(run_dir, fmt, output, exporter, sample, opset):
+def export(run_dir, fmt, output, exporter, sample, opset, task_name):
     """Export the best model with its tokenizer and label map; check ONNX Runtime
     against torch on a sample."""
+    from .runs import task_folder
 
     require("onnx", "onnxruntime", *(("onnxscript",) if exporter == "dynamo" else ()))
+    if task_name is not None:
+        output = output or os.path.join(run_dir, f"onnx-{task_name}")
+    run_dir = task_folder(run_dir, task_name)
     result = export_onnx(run_dir, sample_examples(run_dir, sample), output, exporter, opset)
     click.echo(f"wrote {result['folder']}: parity on {result['examples']} inputs: "
                f"{result['agreement']:.0%} same predictions, max |diff| {result['max_abs_diff']:.2e}")

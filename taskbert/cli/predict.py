@@ -21,8 +21,9 @@ from .main import cli, friendly
               help="change a task option that does not shape the model (input field names, decoding "
                    "limits), its value read as YAML, e.g. 'text_field=review'; others are refused")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--task", "task_name", metavar="NAME", help="the task of a run of several tasks (its tasks: NAME)")
 @friendly
-def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size):
+def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size, task_name):
     """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from ..data.splits import check_file
     from ..io import atomic_write
@@ -36,10 +37,12 @@ def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size
         read_inputs,
         run_format,
         run_reader_options,
+        task_folder,
         task_option_overrides,
     )
     from .export import OnnxModel, is_export_folder
 
+    run_dir = task_folder(run_dir, task_name)
     changed = task_option_overrides(task_opts)
     task, info = load_task(find_model_folder(run_dir), changed)  # check input before loading weights
     guess = None if fmt else run_format(info, input_file)

@@ -281,7 +281,9 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
     final = _final_metrics(history)
     steps = max((rec.get("step", 0) for rec in history), default=0)
     md = [f"# Report: {os.path.basename(os.path.abspath(run_dir))}", ""]
-    about = [f"task `{spec.get('task', '?')}`",
+    tasks = spec.get("tasks") or {}
+    about = [", ".join(f"task `{n}` ({(t or {}).get('task', '?')})" for n, t in tasks.items())
+             if tasks else f"task `{spec.get('task', '?')}`",
              f"encoder `{(spec.get('encoder') or {}).get('model', '?')}`", f"{steps} optimizer steps"]
     if final.get("best_step") is not None:
         about.append(f"best model at step {final['best_step']}")
@@ -291,14 +293,21 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
     pred_path = os.path.join(run_dir, "predictions.jsonl")
     lines = read_jsonl(pred_path) if os.path.exists(pred_path) else []
     order = {"train": 0, "validation": 1, "test": 2}
-    task = _task_of(run_dir)
-    kind = getattr(task, "report_labels", "guess")
-    for split in sorted({ln.get("split", "?") for ln in lines}, key=lambda s: (order.get(s, 3), s)):
-        split_lines = [ln for ln in lines if ln.get("split", "?") == split]
+    task = None if tasks else _task_of(run_dir)
+    # one section per split, or with several tasks per task and split ("names-validation")
+    sections = [(split, name) for name in (tasks or [None])
+                for split in sorted({ln.get("split", "?") for ln in lines}, key=lambda s: (order.get(s, 3), s))]
+    for split, name in sections:
+        split_lines = [ln for ln in lines if ln.get("split", "?") == split and ln.get("task") == name]
+        member = _task_of(os.path.join(run_dir, "best", name)) if name else task
+        kind = getattr(member, "report_labels", "guess")
+        if not split_lines:
+            continue
+        split = f"{name}-{split}" if name else split
         key, pairs = label_pairs(split_lines, field, kind)
         if not pairs:
             why = ("no prediction field matches the gold answers in shape" if kind is not None else
-                   f"task `{task.name}` has no categorical answers")
+                   f"task `{member.name}` has no categorical answers")
             md += [f"{split}: {why}; no confusion matrix.", ""]
             continue
         labels, matrix = confusion(pairs)

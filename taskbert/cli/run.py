@@ -59,4 +59,10 @@ def validate(spec_file, overrides):
     for warning in prepared.warnings:
         click.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{split} {len(exs)}" for split, exs in prepared.examples.items())
+    if spec.tasks:   # several tasks: examples counted per task
+        counts = "; ".join(f"{name} ({m.task}): " + ", ".join(
+            f"{split} {sum(1 for i, _ in exs if i == k)}" for split, exs in prepared.examples.items()
+            if any(i == k for i, _ in exs)) for k, (name, m) in enumerate(spec.tasks.items()))
+        click.echo(f"ok: {spec_file}: tasks {counts}")
+        return
     click.echo(f"ok: {spec_file}: task {spec.task}, examples: {counts}")

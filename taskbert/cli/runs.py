@@ -26,11 +26,33 @@ class LoadedModel:
         self.prepared = False   # plugins' taskbert_prepare_model runs on first use
 
 
+def task_folder(path, task=None):
+    """The folder to load for ``--task``: ``path`` itself, or for a multi-task run (or its
+    ``best/``) the model folder of task ``task`` (``best/NAME``)."""
+    from ..multitask import member_folders
+
+    for candidate in (path, os.path.join(path, "best")):
+        names = member_folders(candidate)
+        if names is None:
+            continue
+        listed = ", ".join(f"{n} ({t})" for n, t in names.items())
+        if task is None:
+            raise SpecError(f"{path}: a run of several tasks ({listed}); pass --task NAME to choose one "
+                            f"(or give {os.path.join(candidate, 'NAME')})")
+        if task not in names:
+            raise SpecError(f"--task: {task!r} is not a task of {path}; its tasks: {listed}")
+        return os.path.join(candidate, task)
+    if task is not None:
+        raise SpecError(f"--task: {path} is not a run of several tasks; leave out --task")
+    return path
+
+
 def find_model_folder(path):
     """``path`` itself when it holds ``taskbert.json``, else ``path/best``."""
     for candidate in (path, os.path.join(path, "best")):
         if os.path.exists(os.path.join(candidate, ckpt.TASK_FILE)):
             return candidate
+    task_folder(path)   # a multi-task run: says to pass --task
     raise SpecError(f"{path}: not a taskbert run or model folder (no {ckpt.TASK_FILE} "
                     f"in it or in {os.path.join(path, 'best')})")
 

@@ -9,6 +9,7 @@ a bad spec fails before any model weights load.
 import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -82,16 +83,35 @@ class TrainSpec:
         "help": "stop after N evaluations without improvement"})
     metric: Optional[str] = field(default=None, metadata={
         "help": "validation metric that picks the best model; the task's default if unset"})
+    mixing: Literal["proportional", "temperature", "round_robin"] = field(default="proportional", metadata={
+        "help": "with tasks: how each batch's task is drawn (docs/multitask.md)"})
+    mixing_temperature: float = field(default=2.0, metadata={"gt": 0,
+        "help": "mixing: temperature draws a task with odds batches ** (1 / T)"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: Optional[int] = field(default=None, metadata={"min": 1})
     loggers: tuple[str, ...] = ("console",)
 
 
 @dataclass(frozen=True)
-class Spec:
-    """A whole, validated spec. ``options`` is the task's ``Options`` instance."""
+class MemberSpec:
+    """One entry of ``tasks:`` (a multi-task spec): a task with its own data and options."""
 
     task: str
+    data: DataSpec = field(default_factory=DataSpec)
+    task_options: dict = field(default_factory=dict)
+    weight: float = field(default=1.0, metadata={"gt": 0, "help": "this task's loss is multiplied by it"})
+    options: object = field(default=None, compare=False, metadata={"internal": True})
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole, validated spec. ``options`` is the task's ``Options`` instance. A multi-task
+    spec has ``tasks`` (``{name: MemberSpec}``) instead of ``task``/``data``/``task_options``;
+    :meth:`members` gives every spec one view per task."""
+
+    task: Optional[str] = None
+    tasks: Optional[dict] = field(default=None, metadata={
+        "help": "several named tasks sharing the encoder: {name: {task, data, task_options, weight}}"})
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     data: DataSpec = field(default_factory=DataSpec)
     task_options: dict = field(default_factory=dict)
@@ -101,15 +121,34 @@ class Spec:
     path: Optional[str] = field(default=None, compare=False, metadata={"internal": True})
     options: object = field(default=None, compare=False, metadata={"internal": True})
 
+    def members(self):
+        """``[(name, spec)]``: one single-task view of this spec per task, sharing ``encoder``,
+        ``train`` and ``output``; ``[(None, self)]`` for a single-task spec."""
+        if not self.tasks:
+            return [(None, self)]
+        return [(name, dataclasses.replace(self, task=m.task, tasks=None, data=m.data,
+                                           task_options=m.task_options, options=m.options))
+                for name, m in self.tasks.items()]
+
+    def data_files(self):
+        """``{key: path}`` of every data file: ``split`` (``name/split`` in a multi-task spec)."""
+        return {(f"{name}/{split}" if name else split): path
+                for name, member in self.members() for split, path in member.data.splits().items()}
+
     def to_dict(self):
         """The resolved spec as plain data (what ``spec.yaml`` in the run folder holds)."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in ("path", "options"):
+            if f.name in ("path", "options") or (f.name in ("task", "tasks") and getattr(self, f.name) is None):
                 continue
             out[f.name] = _plain(getattr(self, f.name))
         if self.options is not None and dataclasses.is_dataclass(self.options):
             out["task_options"] = _plain(self.options)
+        if self.tasks:
+            out.pop("data", None), out.pop("task_options", None)
+            out["tasks"] = {name: {"task": m.task, "data": _plain(m.data), "weight": m.weight,
+                                   "task_options": _plain(m.options) if m.options is not None else m.task_options}
+                            for name, m in self.tasks.items()}
         return out
 
 
@@ -221,10 +260,18 @@ def spec_from_dict(raw, path="<spec>", registries=None):
         from ..plugins.manager import registries as _registries
 
         registries = _registries()
-    task_cls = registries.tasks.get(spec.task, where=f"{path}: task")
-    options = build(task_cls.Options, spec.task_options, "task_options", ctx)
-    if spec.data.format is not None:
-        registries.readers.get(spec.data.format, where=f"{path}: data.format")
+    if spec.tasks is not None:
+        spec = _members_from_dict(spec, raw, ctx, registries)
+        options = None
+    else:
+        if spec.task is None:
+            raise SpecError(f"{path}: missing required key 'task' (or 'tasks' for several tasks)")
+        if spec.train.mixing != "proportional" or "mixing_temperature" in (raw.get("train") or {}):
+            raise SpecError(f"{path}: train.mixing: only for a spec with several tasks (tasks:)")
+        task_cls = registries.tasks.get(spec.task, where=f"{path}: task")
+        options = build(task_cls.Options, spec.task_options, "task_options", ctx)
+        if spec.data.format is not None:
+            registries.readers.get(spec.data.format, where=f"{path}: data.format")
     loggers = getattr(registries, "loggers", None)
     for i, name in enumerate(spec.train.loggers if loggers is not None else ()):
         where = f"{path}: train.loggers[{i}]"
@@ -233,3 +280,31 @@ def spec_from_dict(raw, path="<spec>", registries=None):
             check(where)
     return dataclasses.replace(spec, path=os.path.abspath(path) if not path.startswith("<") else path,
                                options=options)
+
+
+def _members_from_dict(spec, raw, ctx, registries):
+    """``spec`` with its ``tasks:`` mapping built into :class:`MemberSpec` entries, each
+    task's options checked (errors name ``tasks.NAME.key``)."""
+    path = ctx["file"]
+    for key in ("task", "data", "task_options"):
+        if key in raw:
+            raise SpecError(f"{path}: {key}: a spec with tasks: gives each task its own task, data "
+                            f"and task_options (tasks.NAME.{key}); remove the top-level {key!r}")
+    if not isinstance(spec.tasks, dict) or len(spec.tasks) < 2:
+        raise SpecError(f"{path}: tasks: expected a mapping of at least two named tasks "
+                        f"({{name: {{task, data, task_options}}}}), got {spec.tasks!r}")
+    members = {}
+    for name, entry in spec.tasks.items():
+        if not isinstance(name, str) or not MEMBER_NAME.fullmatch(name):
+            raise SpecError(f"{path}: tasks: {name!r} is not a task name; use letters, digits, "
+                            f"'_' or '-', starting with a letter")
+        member = build(MemberSpec, entry, f"tasks.{name}", ctx)
+        task_cls = registries.tasks.get(member.task, where=f"{path}: tasks.{name}.task")
+        options = build(task_cls.Options, member.task_options, f"tasks.{name}.task_options", ctx)
+        if member.data.format is not None:
+            registries.readers.get(member.data.format, where=f"{path}: tasks.{name}.data.format")
+        members[name] = dataclasses.replace(member, options=options)
+    return dataclasses.replace(spec, tasks=members)
+
+
+MEMBER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")

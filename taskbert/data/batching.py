@@ -40,10 +40,15 @@ def pack(parts, batch_size):
     return batches
 
 
-def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50, groups=None):
+def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50, groups=None, parts=None,
+                  mixing=("proportional", 2.0)):
     """Index lists for one training epoch: shuffled, bucketed by length; with ``groups``,
-    every group's rows share a batch (see :func:`units`). A pure function of its arguments,
-    so a resumed run rebuilds the same epoch."""
+    every group's rows share a batch (see :func:`units`); with ``parts`` (a part id per row:
+    the tasks of a multi-task run), no batch mixes parts and ``mixing`` orders them (see
+    :func:`mix_parts`). A pure function of its arguments, so a resumed run rebuilds the same
+    epoch."""
+    if parts is not None:
+        return mix_parts(lengths, batch_size, seed, epoch, groups, parts, *mixing)
     rng = random.Random(seed * 1_000_003 + epoch)
     order = units(range(len(lengths)), groups)
     rng.shuffle(order)
@@ -56,16 +61,96 @@ def train_batches(lengths, batch_size, seed, epoch, chunk_batches=50, groups=Non
     return batches
 
 
-def eval_batches(lengths, batch_size, groups=None):
+def _split_parts(parts):
+    """``{part: [row indices]}`` in order of first appearance."""
+    found = {}
+    for i, p in enumerate(parts):
+        found.setdefault(p, []).append(i)
+    return found
+
+
+def _part_batches(lengths, batch_size, seed, epoch, groups, idx):
+    """:func:`train_batches` over the rows ``idx`` only, as global row indices."""
+    local = train_batches([lengths[i] for i in idx], batch_size, seed, epoch,
+                          groups=None if groups is None else [groups[i] for i in idx])
+    return [[idx[j] for j in b] for b in local]
+
+
+def mix_parts(lengths, batch_size, seed, epoch, groups, parts, strategy, temperature=2.0):
+    """One epoch of a multi-task run: each part's own batches (as :func:`train_batches`
+    makes them), in an order that says which part each slot trains. An epoch has as many
+    batches as all parts together have.
+
+    * ``proportional``: every part's batches once, shuffled together (a part trains in
+      proportion to its size);
+    * ``round_robin``: the parts in turn, one batch each;
+    * ``temperature``: each slot draws a part with odds ``batches ** (1 / temperature)`` (1:
+      proportional in expectation; larger evens the parts out).
+
+    A part that runs out of batches within the epoch starts over with a new shuffle of its
+    own (so small tasks repeat). A pure function of its arguments, as exact resume needs."""
+    rows = _split_parts(parts)
+    names = list(rows)
+    streams = {p: _part_batches(lengths, batch_size, seed, epoch * 1000, groups, rows[p]) for p in names}
+    total = sum(len(b) for b in streams.values())
+    rng = random.Random((seed * 1_000_003 + epoch) * 31 + 7)
+    if strategy == "proportional":
+        order = [p for p in names for _ in streams[p]]
+        rng.shuffle(order)
+    elif strategy == "round_robin":
+        order = [names[i % len(names)] for i in range(total)]
+    elif strategy == "temperature":
+        odds = [len(streams[p]) ** (1.0 / temperature) for p in names]
+        order = rng.choices(names, weights=odds, k=total)
+    else:
+        raise RunError(f"train.mixing: unknown strategy {strategy!r}; allowed: proportional, round_robin, temperature")
+    taken, cycle, batches = {p: 0 for p in names}, {p: 0 for p in names}, []
+    for p in order:
+        if taken[p] == len(streams[p]):   # this part starts over, newly shuffled
+            cycle[p] += 1
+            streams[p] = _part_batches(lengths, batch_size, seed, epoch * 1000 + cycle[p], groups, rows[p])
+            taken[p] = 0
+        batches.append(streams[p][taken[p]])
+        taken[p] += 1
+    return batches
+
+
+def eval_batches(lengths, batch_size, groups=None, parts=None):
     """Index lists for evaluation: sorted longest first (memory peaks early, then
-    shrinks), no shuffling; with ``groups``, every group's rows share a batch."""
+    shrinks), no shuffling; with ``groups``, every group's rows share a batch; with
+    ``parts``, no batch mixes parts (each part's batches in turn)."""
+    if parts is not None:
+        out = []
+        for idx in _split_parts(parts).values():
+            local = eval_batches([lengths[i] for i in idx], batch_size,
+                                 None if groups is None else [groups[i] for i in idx])
+            out.extend([idx[j] for j in b] for b in local)
+        return out
     order = sorted(units(range(len(lengths)), groups), key=lambda u: -max(lengths[i] for i in u))
     return pack(order, batch_size)
 
 
 def row_groups(task, rows):
-    """The group id of each row when ``task.whole_examples`` (its ``example_index``), else None."""
-    return [r["example_index"] for r in rows] if task.whole_examples else None
+    """The group id of each row when ``task.whole_examples`` (its ``example_index``), else None
+    (a multi-task run's :class:`~taskbert.multitask.MultiTask` says per member)."""
+    if not task.whole_examples:
+        return None
+    own = getattr(task, "row_groups", None)
+    return own(rows) if own is not None else [r["example_index"] for r in rows]
+
+
+def batch_fields(task, rows):
+    """``(pad_fields, vector_fields)`` to collate ``rows`` with: the task's (a multi-task
+    run's: the member's whose rows they are)."""
+    own = getattr(task, "batch_fields", None)
+    return own(rows) if own is not None else (task.pad_fields, task.vector_fields)
+
+
+def row_parts(task, rows):
+    """The part (task) of each row of a multi-task run (:class:`taskbert.multitask.MultiTask`
+    has ``row_parts``), else None: one part."""
+    parts_of = getattr(task, "row_parts", None)
+    return parts_of(rows) if parts_of is not None else None
 
 
 def pad_id(tokenizer):
@@ -139,14 +224,16 @@ class EvalLoader:
     Iterating yields ``(row indices, batch)`` in :func:`eval_batches` order (longest first),
     each batch collated with the task's padding and moved to ``device``. ``part=(rank, world)``
     keeps every ``world``-th batch from ``rank`` (a distributed evaluation's share);
-    ``groups`` keeps rows together as :func:`eval_batches` does (see :func:`row_groups`).
+    ``groups`` keeps rows together as :func:`eval_batches` does (see :func:`row_groups`), and
+    ``parts`` keeps each batch to one part (see :func:`row_parts`), and ``fields(rows)``, when
+    given, says how to collate each batch (see :func:`batch_fields`).
     """
 
     def __init__(self, rows, batch_size, pad_id, pad_fields=None, vector_fields=(), device=None, part=None,
-                 groups=None):
-        self.rows, self.pad_id, self.device = rows, pad_id, device
+                 groups=None, parts=None, fields=None):
+        self.rows, self.pad_id, self.device, self.fields = rows, pad_id, device, fields
         self.pad_fields, self.vector_fields = dict(pad_fields or {}), tuple(vector_fields)
-        self.batches = eval_batches([len(r["input_ids"]) for r in rows], batch_size, groups)
+        self.batches = eval_batches([len(r["input_ids"]) for r in rows], batch_size, groups, parts)
         if part is not None:
             rank, world = part
             self.batches = self.batches[rank::world]
@@ -156,5 +243,7 @@ class EvalLoader:
 
     def __iter__(self):
         for idx in self.batches:
-            batch = collate([self.rows[i] for i in idx], self.pad_id, self.pad_fields, self.vector_fields)
+            rows = [self.rows[i] for i in idx]
+            pad, vector = self.fields(rows) if self.fields else (self.pad_fields, self.vector_fields)
+            batch = collate(rows, self.pad_id, pad, vector)
             yield idx, batch if self.device is None else to_device(batch, self.device)

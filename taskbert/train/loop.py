@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import io as tio
-from ..data.batching import collate, pad_id, row_groups, to_device, train_batches, units
+from ..data.batching import batch_fields, collate, pad_id, row_groups, row_parts, to_device, train_batches, units
 from ..errors import RunError, SpecError
 from ..inference import run_inference
 from ..task import batch_loss
@@ -106,6 +106,7 @@ class Trainer:
         self.hook.taskbert_prepare_model(model=model, device=self.device, phase="train")
         self.lengths = [len(r["input_ids"]) for r in self.rows["train"]]
         self.groups = row_groups(self.task, self.rows["train"])   # None: every row on its own
+        self.parts = row_parts(self.task, self.rows["train"])     # None: one task
         _, self.total_steps, warmup = self.plan
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
@@ -126,7 +127,8 @@ class Trainer:
         self.stop = self.stop or self.step >= self.total_steps
         self._t0 = time.perf_counter()
         while not self.stop:
-            batches = train_batches(self.lengths, t.batch_size, t.seed, self.epoch, groups=self.groups)
+            batches = train_batches(self.lengths, t.batch_size, t.seed, self.epoch, groups=self.groups,
+                                    parts=self.parts, mixing=(t.mixing, t.mixing_temperature))
             self.usable = max(1, len(batches) // t.grad_accum) * t.grad_accum  # drop a ragged tail
             self.train_model.train()
             for pos in range(self.batch_pos, self.usable):
@@ -146,7 +148,9 @@ class Trainer:
 
     def _probe(self):
         """One forward and backward pass on two rows, without dropout (see World.wrap)."""
-        batch = to_device(collate(self.rows["train"][:2], self.pad_id, self.task.pad_fields, self.task.vector_fields), self.device)
+        rows = self.rows["train"][:2]
+        rows = [r for r in rows if self.parts is None or r["task_index"] == rows[0]["task_index"]]
+        batch = to_device(collate(rows, self.pad_id, *batch_fields(self.task, rows)), self.device)
         self.model.eval()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
@@ -160,7 +164,7 @@ class Trainer:
         mine = self.world.shard(ids, self.groups)
         # a rank left without rows still runs one, weighted 0, so DDP's all-reduce matches
         rows = [self.rows["train"][i] for i in (mine or ids[:1])]
-        batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, self.task.pad_fields, self.task.vector_fields), self.device),
+        batch = self.task.prepare_batch(to_device(collate(rows, self.pad_id, *batch_fields(self.task, rows)), self.device),
                                         training=True)
         # the loss is a mean over examples (rows, unless whole examples); weigh this rank's share
         n_mine, n_all = len(units(mine, self.groups)), len(units(ids, self.groups))
@@ -271,10 +275,12 @@ class Trainer:
         if self.world.enabled:  # every rank keeps it: nodes need not share a file system
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if self.world.is_main:
-            ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
-                                   self.task, self.spec.to_dict(),
-                                   extra={"step": self.step, "metric": self.metric_key,
-                                          "value": self.best_value})
+            extra = {"step": self.step, "metric": self.metric_key, "value": self.best_value}
+            folder = os.path.join(self.run_dir, "best")
+            if hasattr(self.task, "save_best"):   # several tasks: a model folder per task
+                self.task.save_best(folder, self.model, self.tokenizer, self.spec, extra)
+            else:
+                ckpt.save_model_folder(folder, self.model, self.tokenizer, self.task, self.spec.to_dict(), extra=extra)
 
     # ---------------------------------------------------------- bookkeeping
     def _log_train(self):
@@ -361,6 +367,8 @@ class Trainer:
         best = os.path.join(self.run_dir, "best")
         if getattr(self, "_best_state", None) is not None:
             self.model.load_state_dict(self._best_state)
+        elif os.path.isdir(best) and hasattr(self.task, "load_best"):
+            self.task.load_best(best, self.model)
         elif os.path.isdir(best):
             ckpt.load_head_state(best, self.model.head, ckpt.model_state_prefix(self.model))
             ckpt.load_encoder_state(best, self.model)

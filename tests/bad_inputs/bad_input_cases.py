@@ -74,7 +74,7 @@ CASES = [
     Case("spec-missing", "spec", "spec file that does not exist",
          ("nowhere.yaml", "spec file not found"), setup="missing_spec"),
     Case("unknown-key", "spec", "misspelt top-level key",
-         ("spec.yaml", "unknown key 'trian'", "did you mean 'train'?", "allowed: task, encoder, data"),
+         ("spec.yaml", "unknown key 'trian'", "did you mean 'train'?", "allowed: task, tasks, encoder, data"),
          spec={"trian": {}}),
     Case("unknown-nested-key", "spec", "misspelt key inside a section",
          ("spec.yaml", "unknown key 'train.lrr'", "did you mean 'lr'?", "allowed: epochs"),

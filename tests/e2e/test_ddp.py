@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from taskbert.train.distributed import World
 from taskbert.run import execute
 from taskbert.config.spec import load_spec
-from taskbert.testing import write_long_polarity_data, write_polarity_data, write_spec
+from taskbert.testing import NEGATIVE, POSITIVE, write_long_polarity_data, write_polarity_data, write_spec
 from taskbert.train.loop import TIMING_FIELDS
 
 
@@ -117,6 +117,48 @@ def test_torchrun_shares_out_whole_documents_of_windows(tmp_path, tiny_encoder):
     run_two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
                      str(tmp_path / "two"), tiny_encoder, data, **windows)
     assert_matches_one_process(run_two, one.output, validation=13)
+
+
+def test_torchrun_trains_several_tasks_as_one_process_does(tmp_path, tiny_encoder):
+    """Two tasks (sentiment; whether a text says "the") with gradients accumulated over 2
+    batches of either task: every rank draws the same task for each batch, so 2 processes
+    train what 1 does, for the shared encoder and both heads. (Both are sentence-level: a
+    per-token loss is a mean over each rank's tokens, which DDP averages per rank.)"""
+    train, dev = (write_polarity_data(tmp_path / "train.jsonl", 121, 3), write_polarity_data(tmp_path / "dev.jsonl", 21, 4))
+    tags = {}
+    for split, path in (("train", train), ("dev", dev)):
+        with open(path, encoding="utf-8") as fh, open(tmp_path / f"the-{split}.jsonl", "w", encoding="utf-8") as out:
+            for line in list(fh)[:80]:
+                text = json.loads(line)["text"]
+                out.write(json.dumps({"text": text, "label": "the" in text.split()}) + "\n")
+        tags[split] = str(tmp_path / f"the-{split}.jsonl")
+
+    def spec(folder):
+        return write_spec({
+            "encoder": {"model": tiny_encoder, "max_length": 32},
+            "tasks": {"sentiment": {"task": "sentence_classification", "task_options": {"dropout": 0.0},
+                                    "data": {"train": train, "validation": dev}},
+                      "the": {"task": "sentence_classification", "task_options": {"dropout": 0.0},
+                              "data": {"train": tags["train"], "validation": tags["dev"]}}},
+            "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 8, "grad_accum": 2, "lr": 1e-2,
+                      "log_every": 5, "seed": 7, "threads": 1, "loggers": [], "precision": "fp32",
+                      "mixing": "temperature"},
+            "output": os.path.join(folder, "run")}, folder)
+    one = load_spec(spec(str(tmp_path / "one")))
+    execute(one)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "taskbert", "run", spec(str(tmp_path / "two"))], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in ("sentiment", "the"):
+        w1 = load_file(os.path.join(one.output, "best", name, "model.safetensors"))
+        w2 = load_file(os.path.join(tmp_path, "two", "run", "best", name, "model.safetensors"))
+        assert w1.keys() == w2.keys()
+        worst = max((w1[k] - w2[k]).abs().max().item() for k in w1 if not k.endswith("attention.self.key.bias"))
+        assert worst < 1e-4, (name, worst)
+    for a, b in zip(records(one.output), records(os.path.join(tmp_path, "two", "run"))):
+        assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], abs=1e-4) for k in a if isinstance(a[k], float))
 
 
 @pytest.mark.skipif(not os.environ.get("TASKBERT_TEST_ACCELERATE"),

@@ -1,5 +1,6 @@
 """The plugin system: registries, built-ins as plugins, env vars, a third-party package."""
 
+import json
 import os
 import subprocess
 import sys
@@ -89,6 +90,22 @@ def test_sample_plugin_is_listed_and_runs(installed_sample, tiny_encoder, sentim
     assert "mean_pool_classification" not in plugin_mod.registries().tasks
     monkeypatch.delenv("TASKBERT_LOAD_PLUGINS")
     plugin_mod.reset()
+
+
+def test_a_third_party_task_joins_a_built_in_one_in_several_tasks(installed_sample, tiny_encoder, sentiment_data,
+                                                                    tmp_path):
+    from taskbert.testing import run_spec
+
+    train, dev = sentiment_data
+    spec = {"encoder": {"model": tiny_encoder, "max_length": 32},
+            "tasks": {"mean_pool": {"task": "mean_pool_classification", "data": {"train": train, "validation": dev}},
+                      "cls": {"task": "sentence_classification", "data": {"train": train, "validation": dev}}},
+            "train": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "loggers": [], "mixing": "round_robin"},
+            "output": str(tmp_path / "run")}
+    metrics, run_dir = run_spec(spec, str(tmp_path))
+    assert metrics["validation/mean_pool/accuracy"] > 0.8 and metrics["validation/cls/accuracy"] > 0.8
+    with open(os.path.join(run_dir, "best", "mean_pool", "taskbert.json"), encoding="utf-8") as fh:
+        assert json.load(fh)["task"] == "mean_pool_classification"
 
 
 class _FakeDist:
