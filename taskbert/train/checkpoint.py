@@ -226,13 +226,17 @@ def safe_torch_load(path):
     """``torch.load(path, weights_only=True)``: tensors and plain data only. A file that
     holds anything else (a pickled callable could run code) is refused with one line."""
     import pickle
+    import re
+    import warnings
 
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": lines around the refusal
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+        name = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise DataError(f"{path}: refused to load: it holds Python objects besides tensors and plain "
-                        f"data{' (' + detail + ')' if detail else ''}; taskbert checkpoints never do") from None
+                        f"data{f' ({name[1]})' if name else ''}; taskbert checkpoints never do") from None
 
 
 def load_training_state(folder, model, optimizer, scheduler):

@@ -287,8 +287,8 @@ class Trainer:
         self._t0 = time.perf_counter()
 
     def _say(self, text):
-        if self.world.is_main:
-            tqdm.write(text)
+        if self.world.is_main:   # notes and warnings go where the progress bar goes, not stdout
+            tqdm.write(text, file=sys.stderr)
 
     def record(self, metrics):
         """Append to ``metrics.jsonl`` (flushed per line) and call the logger hook; only

@@ -97,8 +97,9 @@ def test_truncated_newest_checkpoint_is_skipped_for_the_previous_one(finished, t
 
     result = CliRunner().invoke(cli, ["run", path, "--resume"])
     assert result.exit_code == 0, result.output
-    assert f"skipping checkpoint {newest}: model.safetensors is {size // 2} bytes" in result.output
-    assert "resumed from" in result.output and "step-00000027" in result.output
+    # the warning is on stderr (where the README says), not mixed into stdout
+    assert f"warning: skipping checkpoint {newest}: model.safetensors is {size // 2} bytes" in result.stderr
+    assert "resumed from" in result.stderr and "step-00000027" in result.stderr
     # replaying steps 28-30 from step 27 gives back exactly the lost checkpoint and results
     _, run_dir = finished
     assert ckpt.verify_checkpoint(newest) is None
@@ -160,6 +161,31 @@ def test_checkpoint_that_holds_code_is_refused(finished, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "optimizer.pt: refused to load" in lines[0], lines
     assert "Traceback" not in result.output
+    assert not marker.exists()
+
+
+def test_a_plain_pickle_is_refused_without_warnings(tmp_path):
+    """A plain ``pickle.dump`` (protocol 4) makes torch's safe unpickler warn; the refusal is
+    still the only thing said, and the pickled call never runs."""
+    import pickle
+    import warnings
+
+    from taskbert import DataError
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    file = tmp_path / "optimizer.pt"
+    with open(file, "wb") as fh:
+        pickle.dump({"optimizer": Payload()}, fh, protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match="optimizer.pt: refused to load"):
+            ckpt.safe_torch_load(str(file))
+    assert [str(w.message) for w in caught] == []
     assert not marker.exists()
 
 
