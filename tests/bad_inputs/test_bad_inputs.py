@@ -90,6 +90,19 @@ def data_folder(folder, spec, encoder):
     return spec
 
 
+def data_fifo(folder, spec, encoder):
+    os.mkfifo(os.path.join(folder, "pipe.jsonl"))
+    spec["data"]["validation"] = "pipe.jsonl"
+    return spec
+
+
+def data_symlink_loop(folder, spec, encoder):
+    os.symlink("loop-b.jsonl", os.path.join(folder, "loop-a.jsonl"))
+    os.symlink("loop-a.jsonl", os.path.join(folder, "loop-b.jsonl"))
+    spec["data"]["validation"] = "loop-a.jsonl"
+    return spec
+
+
 def output_is_file(folder, spec, encoder):
     write(os.path.join(folder, "run"), "not a folder\n")
     return spec
@@ -165,6 +178,7 @@ def missing_spec(folder, spec, encoder):
 
 SETUPS = {f.__name__: f for f in (
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
+    data_fifo, data_symlink_loop,
     output_is_file, output_unwritable, output_foreign, finished_run, finished_run_then_new_data,
     incomplete_checkpoint, run_without_checkpoint, missing_spec)}
 
@@ -213,6 +227,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, tiny_encoder):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ")
+    assert lines[0].isprintable(), lines[0]   # no control or bidi characters from the input
     for part in case.expect:
         assert part.replace("{dir}", folder) in lines[0], (part, lines[0])
     assert "Traceback" not in result.output
