@@ -189,17 +189,25 @@ class Trainer:
         self.step += 1
         self.bar.update(1)
 
+    def _kept(self, good="good"):
+        if self.last_checkpoint:
+            return f"the last {good} checkpoint ({os.path.basename(self.last_checkpoint)}) is kept " \
+                   f"in {self.checkpoint_root}"
+        return "no checkpoint was written before it"
+
     def _fail(self, what):
         """Stop a run whose loss or gradients stopped being finite; the update that would
         have spoiled the weights is not made and the last good checkpoint stays."""
         self.bar.close()
-        if self.last_checkpoint:
-            kept = f"the last good checkpoint ({os.path.basename(self.last_checkpoint)}) is kept " \
-                   f"in {self.checkpoint_root}"
-        else:
-            kept = "no checkpoint was written before it"
         raise RunError(f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
-                       f"before that update; {kept}; lower train.lr or check the data")
+                       f"before that update; {self._kept()}; lower train.lr or check the data")
+
+    def _disk_full(self, exc):
+        """One line for a device that filled up while ``best/`` or a checkpoint was written
+        (the half-written folder is gone; the one before it is untouched)."""
+        self.bar.close()
+        raise RunError(f"no space left on the device while writing {exc.file}; {self._kept('complete')}; "
+                       f"free some space, then continue with --resume") from None
 
     def _after_step(self):
         t = self.spec.train
@@ -265,10 +273,13 @@ class Trainer:
         if self.world.enabled:  # every rank keeps it: nodes need not share a file system
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if self.world.is_main:
-            ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
-                                   self.task, self.spec.to_dict(),
-                                   extra={"step": self.step, "metric": self.metric_key,
-                                          "value": self.best_value})
+            try:
+                ckpt.save_model_folder(os.path.join(self.run_dir, "best"), self.model, self.tokenizer,
+                                       self.task, self.spec.to_dict(),
+                                       extra={"step": self.step, "metric": self.metric_key,
+                                              "value": self.best_value})
+            except ckpt.DiskFull as exc:
+                self._disk_full(exc)
 
     # ---------------------------------------------------------- bookkeeping
     def _log_train(self):
@@ -310,8 +321,11 @@ class Trainer:
                  "world_size": self.world.world}
         rngs = self.world.gather(rng_state())  # each rank's dropout stream
         if self.world.is_main:
-            self.last_checkpoint = ckpt.save_training_state(
-                self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
+            try:
+                self.last_checkpoint = ckpt.save_training_state(
+                    self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
+            except ckpt.DiskFull as exc:
+                self._disk_full(exc)
 
     def _restore(self):
         """Load the newest complete checkpoint and put the loop where it was."""
