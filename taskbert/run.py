@@ -71,7 +71,8 @@ def holds_run(out, entries=None):
 def check_output(spec, resume=False, overwrite=False):
     """The run folder must be a writable folder of its own (it holds none of the inputs,
     which ``--overwrite`` would delete) and must not hold another run unless ``--resume``
-    or ``--overwrite`` says what to do with it."""
+    or ``--overwrite`` says what to do with it. Returns :func:`check_resume`'s note when
+    ``--resume`` finds nothing to continue and the run starts again (else None)."""
     out = spec.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
@@ -94,8 +95,8 @@ def check_output(spec, resume=False, overwrite=False):
     entries = _entries(out)
     has_run = holds_run(out, entries)
     if resume:
-        check_resume(spec)
-    elif has_run and not overwrite:
+        return check_resume(spec)
+    if has_run and not overwrite:
         raise SpecError(f"output: {out} already holds a run; pass --resume to continue it "
                         f"or --overwrite to replace it")
     elif entries and not has_run:
@@ -122,8 +123,10 @@ def _yaml_value(value):
 
 
 def check_resume(spec):
-    """``--resume`` needs a complete checkpoint, the same spec (but for the keys in
-    ``RESUME_FREE_KEYS``) and the same data bytes as the run being continued."""
+    """``--resume`` needs a run, the same spec (but for the keys in ``RESUME_FREE_KEYS``) and
+    the same data bytes as the run being continued. A run killed before its first complete
+    checkpoint has nothing to continue: returns the one-line note that it starts again
+    (else None)."""
     import yaml
 
     out = spec.output
@@ -132,8 +135,8 @@ def check_resume(spec):
     folder, skipped = ckpt.latest_checkpoint(os.path.join(out, "checkpoint"))
     if folder is None:
         why = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in skipped)
-        raise SpecError(f"--resume: {out} holds no complete checkpoint to resume from"
-                        f"{f' ({why})' if why else ''}; start it again with --overwrite")
+        return (f"--resume: {out} holds no complete checkpoint{f' ({why})' if why else ''}; "
+                f"starting the run again from step 0")
     saved_path = os.path.join(out, "spec.yaml")
     try:
         with open(saved_path, encoding="utf-8") as fh:
@@ -238,7 +241,11 @@ def execute(spec, resume=False, overwrite=False):
 
     world = distributed.setup()  # joins the process group first: the checks below all
     try:                         # finish on every rank before rank 0 writes (barrier)
-        check_output(spec, resume, overwrite)
+        again = check_output(spec, resume, overwrite)
+        if again:   # --resume of a run killed before its first checkpoint: start it afresh
+            if world.is_main:
+                print(f"note: {again}", file=sys.stderr)
+            resume, overwrite = False, True
         prepared = prepare(spec)
         if "train" not in prepared.examples:
             raise SpecError(f"{spec.path}: data.train: required by taskbert run")

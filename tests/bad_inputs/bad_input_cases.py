@@ -238,12 +238,6 @@ CASES = [
     # ------------------------------------------------------------------ --resume
     Case("resume-nothing", "resume", "--resume with no run to continue",
          ("--resume: {dir}/run holds no run to resume", "leave out --resume"), args=("--resume",)),
-    Case("resume-no-checkpoint", "resume", "--resume of a run that wrote no checkpoint",
-         ("--resume: {dir}/run holds no complete checkpoint", "start it again with --overwrite"),
-         args=("--resume",), setup="run_without_checkpoint"),
-    Case("resume-incomplete", "resume", "--resume when the only checkpoint is incomplete",
-         ("--resume", "step-00000003: no manifest.json", "start it again with --overwrite"),
-         args=("--resume",), setup="incomplete_checkpoint"),
     Case("resume-changed-spec", "resume", "--resume with a changed spec",
          ("--resume: train.lr is 0.002", "used 0.001", "pass --set train.lr=0.001 as the run did",
           "resume with the run's own spec ({dir}/run/spec.yaml)"),

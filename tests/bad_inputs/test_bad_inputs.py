@@ -160,18 +160,6 @@ def finished_run_then_new_data(folder, spec, encoder):
     return spec
 
 
-def incomplete_checkpoint(folder, spec, encoder):
-    step = ckpt.step_folder(os.path.join(folder, "run", "checkpoint"), 3)
-    write(os.path.join(step, "model.safetensors"), b"half")
-    return spec
-
-
-def run_without_checkpoint(folder, spec, encoder):
-    write(os.path.join(folder, "run", "spec.yaml"), "task: sentence_classification\n")
-    write(os.path.join(folder, "run", "metrics.jsonl"), '{"step": 1, "train/loss": 0.7}\n')
-    return spec
-
-
 def missing_spec(folder, spec, encoder):
     return os.path.join(folder, "nowhere.yaml")
 
@@ -180,7 +168,7 @@ SETUPS = {f.__name__: f for f in (
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
     data_fifo, data_symlink_loop,
     output_is_file, output_unwritable, output_foreign, finished_run, finished_run_then_new_data,
-    incomplete_checkpoint, run_without_checkpoint, missing_spec)}
+    missing_spec)}
 
 
 def snapshot(folder):
