@@ -18,7 +18,7 @@ from bad_input_cases import BASE, CASES, DROP, GOOD, markdown_table  # noqa: E40
 from taskbert.train import checkpoint as ckpt  # noqa: E402
 from taskbert.cli import cli  # noqa: E402
 from taskbert.plugins import registries  # noqa: E402
-from taskbert.testing import write_polarity_data  # noqa: E402
+from taskbert.testing import TINY_WORDS, make_tokenizer, write_polarity_data  # noqa: E402
 
 RELIABILITY_DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "reliability.md")
 
@@ -81,6 +81,29 @@ def encoder_bad_config(folder, spec, encoder):
 
 def encoder_no_weights(folder, spec, encoder):
     spec["encoder"]["model"] = _copy_encoder(folder, encoder, "no-weights", skip=("model.safetensors",))
+    return spec
+
+
+def _edit_config(folder, spec, encoder, name, **changes):
+    spec["encoder"]["model"] = _copy_encoder(folder, encoder, name)
+    cfg_file = os.path.join(spec["encoder"]["model"], "config.json")
+    with open(cfg_file, encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    write(cfg_file, json.dumps({**cfg, **changes}))
+    return spec
+
+
+def encoder_config_other_architecture(folder, spec, encoder):
+    return _edit_config(folder, spec, encoder, "gpt2-config", model_type="gpt2")
+
+
+def encoder_config_other_vocab(folder, spec, encoder):
+    return _edit_config(folder, spec, encoder, "vocab-1000", vocab_size=1000)
+
+
+def encoder_bigger_tokenizer(folder, spec, encoder):
+    spec["encoder"]["tokenizer"] = os.path.join(folder, "big-tok")
+    make_tokenizer(TINY_WORDS + ["zebra", "quokka", "yak"], spec["encoder"]["tokenizer"])
     return spec
 
 
@@ -166,6 +189,7 @@ def missing_spec(folder, spec, encoder):
 
 SETUPS = {f.__name__: f for f in (
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
+    encoder_config_other_architecture, encoder_config_other_vocab, encoder_bigger_tokenizer,
     data_fifo, data_symlink_loop,
     output_is_file, output_unwritable, output_foreign, finished_run, finished_run_then_new_data,
     missing_spec)}
