@@ -16,6 +16,7 @@ import json
 import os
 
 from .errors import SpecError
+from .model_files import check_model_folder
 from .plugins.hookspecs import hookimpl
 
 #: packaged aliases -> (python package, what to install)
@@ -64,8 +65,9 @@ def _spec_folder(spec):
 
 
 def check_encoder(spec):
-    """Cheap checks before weights load: the folder has a config and a tokenizer, and
-    ``max_length`` fits the model's positions; offline, a hub id must be in the local cache.
+    """Cheap checks before weights load: the folder has a config and a tokenizer that match
+    its weights (:func:`~taskbert.model_files.check_model_folder`), and ``max_length`` fits
+    the model's positions; offline, a hub id must be in the local cache.
     Returns the resolved model and tokenizer paths or ids (:class:`PretrainedSource` calls it
     once per command)."""
     enc = spec.encoder
@@ -87,7 +89,10 @@ def check_encoder(spec):
             )
     if not os.path.isdir(path) and offline():
         _check_cached("encoder.model", path, enc.revision)
-    return path, check_tokenizer(spec, path)
+    tokenizer = check_tokenizer(spec, path)
+    if os.path.isdir(path):   # config, weights and tokenizer of one model (their files only)
+        check_model_folder(path, cfg, tokenizer if os.path.isdir(tokenizer) else None)
+    return path, tokenizer
 
 
 # Architectures whose position ids start after the pad id (RoBERTa's create_position_ids):

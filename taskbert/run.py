@@ -7,7 +7,6 @@ written. ``execute`` then owns the run folder.
 
 import difflib
 import json
-import math
 import os
 import pickle
 import platform
@@ -71,7 +70,8 @@ def holds_run(out, entries=None):
 def check_output(spec, resume=False, overwrite=False):
     """The run folder must be a writable folder of its own (it holds none of the inputs,
     which ``--overwrite`` would delete) and must not hold another run unless ``--resume``
-    or ``--overwrite`` says what to do with it."""
+    or ``--overwrite`` says what to do with it. Returns :func:`check_resume`'s note when
+    ``--resume`` finds nothing to continue and the run starts again (else None)."""
     out = spec.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
@@ -94,8 +94,8 @@ def check_output(spec, resume=False, overwrite=False):
     entries = _entries(out)
     has_run = holds_run(out, entries)
     if resume:
-        check_resume(spec)
-    elif has_run and not overwrite:
+        return check_resume(spec)
+    if has_run and not overwrite:
         raise SpecError(f"output: {out} already holds a run; pass --resume to continue it "
                         f"or --overwrite to replace it")
     elif entries and not has_run:
@@ -122,8 +122,10 @@ def _yaml_value(value):
 
 
 def check_resume(spec):
-    """``--resume`` needs a complete checkpoint, the same spec (but for the keys in
-    ``RESUME_FREE_KEYS``) and the same data bytes as the run being continued."""
+    """``--resume`` needs a run, the same spec (but for the keys in ``RESUME_FREE_KEYS``) and
+    the same data bytes as the run being continued. A run killed before its first complete
+    checkpoint has nothing to continue: returns the one-line note that it starts again
+    (else None)."""
     import yaml
 
     out = spec.output
@@ -132,8 +134,8 @@ def check_resume(spec):
     folder, skipped = ckpt.latest_checkpoint(os.path.join(out, "checkpoint"))
     if folder is None:
         why = "; ".join(f"{os.path.basename(f)}: {r}" for f, r in skipped)
-        raise SpecError(f"--resume: {out} holds no complete checkpoint to resume from"
-                        f"{f' ({why})' if why else ''}; start it again with --overwrite")
+        return (f"--resume: {out} holds no complete checkpoint{f' ({why})' if why else ''}; "
+                f"starting the run again from step 0")
     saved_path = os.path.join(out, "spec.yaml")
     try:
         with open(saved_path, encoding="utf-8") as fh:
@@ -266,7 +268,11 @@ def execute(spec, resume=False, overwrite=False):
 
     world = distributed.setup()  # joins the process group first: the checks below all
     try:                         # finish on every rank before rank 0 writes (barrier)
-        check_output(spec, resume, overwrite)
+        again = check_output(spec, resume, overwrite)
+        if again:   # --resume of a run killed before its first checkpoint: start it afresh
+            if world.is_main:
+                print(f"note: {again}", file=sys.stderr)
+            resume, overwrite = False, True
         prepared = prepare(spec)
         if "train" not in prepared.examples:
             raise SpecError(f"{spec.path}: data.train: required by taskbert run")
@@ -301,37 +307,12 @@ def load_encoder(spec, source=None):
     return loaded
 
 
-def _check_steps(spec, task, rows):
-    """The run's step plan (:func:`~taskbert.train.loop.plan_steps`) for the training rows,
-    checked: an optimizer step needs ``grad_accum`` batches of an epoch; a warm-up longer than
-    the run never reaches the peak rate (said, not refused)."""
-    from .data.batching import row_groups, row_parts, train_batches
-    from .train.loop import plan_steps
-
-    t = spec.train
-    lengths, groups, n_rows = [len(r["input_ids"]) for r in rows], row_groups(task, rows), len(rows)
-    parts = row_parts(task, rows)
-    if groups is None and parts is None:
-        plan = plan_steps(t, lambda epoch: math.ceil(n_rows / t.batch_size))
-    else:   # whole examples or tasks packed into batches: the count may differ between epochs
-        plan = plan_steps(t, lambda epoch: len(train_batches(lengths, t.batch_size, t.seed, epoch, groups=groups,
-                                                             parts=parts, mixing=(t.mixing, t.mixing_temperature))))
-    batches, total, warmup = plan
-    if t.grad_accum > batches:
-        raise SpecError(f"{spec.path}: train.grad_accum: {t.grad_accum} is more than the {batches} "
-                        f"batches of an epoch ({n_rows} training rows, batch_size {t.batch_size}); an "
-                        f"optimizer step needs grad_accum batches: lower it or train.batch_size")
-    if warmup > total:
-        print(f"warning: train.warmup: {warmup} steps is longer than the run's {total}; the learning "
-              f"rate never reaches train.lr and does not decay", file=sys.stderr)
-    return plan
-
-
 def _train(spec, prepared, world, resume, overwrite):
     import yaml
 
     from .task import TaskModel, add_task_tokens, build_head_for
     from .train.loop import Trainer
+    from .train.steps import check_steps
     from .train.optim import seed_everything
 
     task, examples = prepared.task, prepared.examples
@@ -343,7 +324,7 @@ def _train(spec, prepared, world, resume, overwrite):
     model = TaskModel(encoder, head, train_encoder=task.trainable_encoder())
     rows = {split: encode_split(task, exs, tokenizer, spec.encoder.max_length, split)
             for split, exs in examples.items()}
-    plan = _check_steps(spec, task, rows["train"])   # before the run folder is touched
+    plan = check_steps(spec, task, rows["train"])   # before the run folder is touched
     world.barrier()  # every rank has checked the run folder before rank 0 changes it
     if world.is_main:
         if overwrite and not resume and os.path.isdir(spec.output):

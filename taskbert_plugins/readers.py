@@ -81,6 +81,21 @@ def check_options(path, options, allowed):
         check_encoding(path, options["encoding"], line_based=False)
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (``json`` would keep the last value silently)."""
+
+
+def unique_keys(pairs):
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or :class:`DuplicateKey`
+    naming the first key given twice."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_jsonl(path, options):
     """One JSON object per line; blank lines are skipped."""
     check_options(path, options, ("encoding",))
@@ -88,7 +103,10 @@ def read_jsonl(path, options):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
+            raise DataError(f"{path}:{n}: key {exc.args[0]!r} appears twice in one object on this line; "
+                            f"keep one (JSON would keep the last silently)") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{n}: invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
         if not isinstance(record, dict):

@@ -8,8 +8,10 @@ a bad spec fails before any model weights load.
 
 import copy
 import dataclasses
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -185,15 +187,47 @@ def apply_override(raw, assignment, file="--set"):
     node[parts[-1]] = value
 
 
+def _duplicate_key(node, seen=None):
+    """``(key, first line, second line)`` of the first key given twice in one mapping of a
+    composed YAML node tree, or None. PyYAML keeps the last one silently, so a second
+    ``task:`` would quietly replace the first."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:   # an empty file; an alias met again (anchors may even nest in themselves)
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = first.setdefault((key.tag, key.value), key.start_mark.line + 1)
+                if line != key.start_mark.line + 1:
+                    return key.value, line, key.start_mark.line + 1
+    children = node.value if isinstance(node.value, list) else []
+    for child in children:
+        for sub in (child if isinstance(child, tuple) else (child,)):
+            found = _duplicate_key(sub, seen)
+            if found:
+                return found
+    return None
+
+
 def read_yaml(path):
-    """Read a YAML mapping with ``yaml.safe_load``; one-line errors with the line number."""
-    if not os.path.exists(path):
-        raise SpecError(f"{path}: spec file not found")
-    if os.path.isdir(path):
+    """Read a YAML mapping with ``yaml.safe_load`` (and no key twice in one mapping); one-line
+    errors with the line number."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:   # ELOOP: os.path.exists calls a loop "not found"
+        loop = getattr(exc, "errno", None) == errno.ELOOP
+        raise SpecError(f"{path}: {'is a symlink loop' if loop else 'spec file not found'}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise SpecError(f"{path}: is a folder, expected a YAML spec file")
+    if not stat.S_ISREG(info.st_mode):   # a FIFO would block the read
+        raise SpecError(f"{path}: is not a regular file (a pipe, socket or device), expected a YAML spec file")
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            text = fh.read()
+        raw = yaml.safe_load(text)
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save the spec as UTF-8") from exc
     except yaml.YAMLError as exc:
@@ -201,6 +235,10 @@ def read_yaml(path):
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: {where}malformed YAML: {problem}") from exc
+    if duplicate:
+        key, first, second = duplicate
+        raise SpecError(f"{path}: line {second}: key {key!r} appears twice (lines {first} and {second}); "
+                        f"keep one")
     if raw is None:
         raise SpecError(f"{path}: the spec is empty; it needs at least 'task:'")
     if not isinstance(raw, dict):
@@ -266,7 +304,7 @@ def spec_from_dict(raw, path="<spec>", registries=None):
     else:
         if spec.task is None:
             raise SpecError(f"{path}: missing required key 'task' (or 'tasks' for several tasks)")
-        if spec.train.mixing != "proportional" or "mixing_temperature" in (raw.get("train") or {}):
+        if (spec.train.mixing, spec.train.mixing_temperature) != ("proportional", 2.0):   # the defaults
             raise SpecError(f"{path}: train.mixing: only for a spec with several tasks (tasks:)")
         task_cls = registries.tasks.get(spec.task, where=f"{path}: task")
         options = build(task_cls.Options, spec.task_options, "task_options", ctx)

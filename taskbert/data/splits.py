@@ -5,8 +5,10 @@ examples; ``encode`` turns examples into rows of token ids. All problems surface
 one-line :class:`DataError` naming the file and line, before any model loads.
 """
 
+import errno
 import hashlib
 import os
+import stat
 
 from ..errors import DataError
 
@@ -41,12 +43,22 @@ def choose_format(path, spec_format, task, readers):
 
 
 def check_file(path, key):
-    """Raise DataError unless ``path`` is a readable, non-empty file."""
-    if not os.path.exists(path):
-        raise DataError(f"{key}: file not found: {path}")
-    if os.path.isdir(path):
+    """Raise DataError unless ``path`` is a readable, non-empty regular file."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:   # ELOOP: os.path.exists calls a loop "not found"
+        if isinstance(exc, ValueError):   # a NUL in the path
+            raise DataError(f"{key}: {path} is not a file path (it holds a NUL character)") from None
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{key}: {path} is a symlink loop (its links lead back to themselves); "
+                            f"expected a data file") from None
+        raise DataError(f"{key}: file not found: {path}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{key}: {path} is a folder, expected a data file")
-    if os.path.getsize(path) == 0:
+    if not stat.S_ISREG(info.st_mode):   # a FIFO or device reports size 0 and may never end
+        raise DataError(f"{key}: {path} is not a regular file (a pipe, socket or device); "
+                        f"expected a data file")
+    if info.st_size == 0:
         raise DataError(f"{key}: {path} is empty")
 
 

@@ -5,6 +5,7 @@ the optimizer file holds only tensors and plain data and is read with
 ``torch.load(weights_only=True)``, so loading a checkpoint never runs code from it.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,23 @@ from ..io import fsync_tree, new_temp_folder, save_weights, swap_in, temp_folder
 
 MODEL_FILE = "model.safetensors"
 TASK_FILE = "taskbert.json"
+
+
+class DiskFull(Exception):
+    """The device filled up while a model folder or checkpoint was written; ``file`` is the
+    file being written (its final path). The half-written folder is already removed."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.file = file
+
+
+def _no_space(exc):
+    """True when ``exc`` says the device is full: ENOSPC/EDQUOT, or safetensors' error, which
+    wraps the OS error in its message ("No space left on device (os error 28)")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def model_state(model):
@@ -42,6 +60,7 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
     """Write a ``save_pretrained``-style folder that plain transformers loads, plus
     ``taskbert.json`` (task name, options, label maps) for ``taskbert predict``."""
     tmp = new_temp_folder(folder)
+    name = "config.json"
     try:
         config = model.encoder.config
         config.save_pretrained(tmp)
@@ -53,7 +72,9 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
         cfg.update(task.hf_config())
         with open(cfg_path, "w", encoding="utf-8") as fh:
             json.dump(cfg, fh, indent=2)
+        name = MODEL_FILE
         save_weights(model_state(model), os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
+        name = "tokenizer files"
         tokenizer.save_pretrained(tmp)
         info = {
             "task": task.name,
@@ -64,11 +85,14 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
             "spec": spec_dict,
         }
         info.update(extra or {})
+        name = TASK_FILE
         with open(os.path.join(tmp, TASK_FILE), "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2, default=str)
         swap_in(tmp, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _no_space(exc):
+            raise DiskFull(os.path.join(folder, name)) from None
         raise
 
 
@@ -186,20 +210,26 @@ def save_training_state(root, model, optimizer, scheduler, state, rng, keep=KEEP
     os.makedirs(root, exist_ok=True)
     final = step_folder(root, state["step"])
     tmp = temp_folder(f".{os.path.basename(final)}.tmp-", root)
+    writing = MODEL_FILE   # named in the error when the device fills up
     try:
         save_weights(model_state(model), os.path.join(tmp, MODEL_FILE))
+        writing = "optimizer.pt"
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng}, os.path.join(tmp, "optimizer.pt"))
+        writing = "trainer_state.json"
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=2)
         files = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
                         "sha256": file_sha256(os.path.join(tmp, name))} for name in sorted(os.listdir(tmp))}
         fsync_tree(tmp)  # the data is on disk before the manifest says it is complete
+        writing = MANIFEST
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump({"step": state["step"], "files": files}, fh, indent=2)
         swap_in(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _no_space(exc):
+            raise DiskFull(os.path.join(final, writing)) from None
         raise
     prune_checkpoints(root, keep)
     return final
@@ -226,13 +256,17 @@ def safe_torch_load(path):
     """``torch.load(path, weights_only=True)``: tensors and plain data only. A file that
     holds anything else (a pickled callable could run code) is refused with one line."""
     import pickle
+    import re
+    import warnings
 
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": lines around the refusal
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+        name = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise DataError(f"{path}: refused to load: it holds Python objects besides tensors and plain "
-                        f"data{' (' + detail + ')' if detail else ''}; taskbert checkpoints never do") from None
+                        f"data{f' ({name[1]})' if name else ''}; taskbert checkpoints never do") from None
 
 
 def load_training_state(folder, model, optimizer, scheduler):

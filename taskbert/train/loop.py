@@ -42,37 +42,13 @@ def new_window():
     return {"loss": 0.0, "batches": 0, "samples": 0, "tokens": 0}
 
 
-
-def plan_steps(t, epoch_batches):
-    """``(fewest batches in an epoch, total steps, warm-up steps)`` for the ``train:`` spec
-    ``t``, where ``epoch_batches(epoch)`` is the number of batches of that epoch: always the
-    same, unless whole examples of several rows are packed into batches (docs/spec.md, "How
-    steps are counted")."""
-    if t.max_steps:   # every epoch the run will start, so that the fewest covers them all
-        counts, steps = [], []
-        while sum(steps) < t.max_steps:
-            counts.append(epoch_batches(len(counts)))
-            steps.append(max(1, counts[-1] // t.grad_accum))
-    else:
-        counts = [epoch_batches(e) for e in range(max(1, math.ceil(t.epochs)))]
-        steps = [max(1, n // t.grad_accum) for n in counts]
-    if t.max_steps:
-        total = t.max_steps
-    elif len(set(steps)) == 1:
-        total = max(1, math.ceil(t.epochs * steps[0]))
-    else:   # whole epochs, then the started part of the last one
-        whole = int(t.epochs)
-        total = max(1, sum(steps[:whole]) + math.ceil((t.epochs - whole) * steps[-1]))
-    warmup = int(t.warmup * total) if t.warmup < 1 else int(t.warmup)
-    return min(counts), total, warmup
-
-
 class Trainer:
     """Trains ``model`` on the train rows, evaluates on validation, keeps the best.
 
     ``rows`` and ``examples`` are ``{split: list}``; ``run_dir`` is the run folder;
     ``world`` says which process of a data-parallel run this is (one process if None);
-    ``plan`` is :func:`plan_steps`' answer for the train rows, as the caller checked it.
+    ``plan`` is :func:`~taskbert.train.steps.plan_steps`' answer for the train rows, as
+    :func:`~taskbert.train.steps.check_steps` checked it.
     Plugins see this object in the lifecycle hooks (``spec``, ``task``, ``model``,
     ``step``, ``total_steps``, ``run_dir``, ``history``, ``device``, ``world``); the hooks
     run on the main process only.
@@ -82,7 +58,7 @@ class Trainer:
                  world=None, *, plan):
         self.spec, self.task, self.model, self.tokenizer = spec, task, model, tokenizer
         self.rows, self.examples, self.run_dir, self.hook = rows, examples, run_dir, hook
-        self.resume, self.plan = resume, plan   # plan_steps' answer, checked by run._check_steps
+        self.resume, self.plan = resume, plan   # plan_steps' answer, as check_steps checked it
         self.world = world or World()
         self.device = self.world.device
         self.amp_dtype = pick_precision(spec.train.precision, self.device)
@@ -199,17 +175,25 @@ class Trainer:
         self.step += 1
         self.bar.update(1)
 
+    def _kept(self, good="good"):
+        if self.last_checkpoint:
+            return f"the last {good} checkpoint ({os.path.basename(self.last_checkpoint)}) is kept " \
+                   f"in {self.checkpoint_root}"
+        return "no checkpoint was written before it"
+
     def _fail(self, what):
         """Stop a run whose loss or gradients stopped being finite; the update that would
         have spoiled the weights is not made and the last good checkpoint stays."""
         self.bar.close()
-        if self.last_checkpoint:
-            kept = f"the last good checkpoint ({os.path.basename(self.last_checkpoint)}) is kept " \
-                   f"in {self.checkpoint_root}"
-        else:
-            kept = "no checkpoint was written before it"
         raise RunError(f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
-                       f"before that update; {kept}; lower train.lr or check the data")
+                       f"before that update; {self._kept()}; lower train.lr or check the data")
+
+    def _disk_full(self, exc):
+        """One line for a device that filled up while ``best/`` or a checkpoint was written
+        (the half-written folder is gone; the one before it is untouched)."""
+        self.bar.close()
+        raise RunError(f"no space left on the device while writing {exc.file}; {self._kept('complete')}; "
+                       f"free some space, then continue with --resume") from None
 
     def _after_step(self):
         t = self.spec.train
@@ -277,10 +261,13 @@ class Trainer:
         if self.world.is_main:
             extra = {"step": self.step, "metric": self.metric_key, "value": self.best_value}
             folder = os.path.join(self.run_dir, "best")
-            if hasattr(self.task, "save_best"):   # several tasks: a model folder per task
-                self.task.save_best(folder, self.model, self.tokenizer, self.spec, extra)
-            else:
-                ckpt.save_model_folder(folder, self.model, self.tokenizer, self.task, self.spec.to_dict(), extra=extra)
+            try:
+                if hasattr(self.task, "save_best"):   # several tasks: a model folder per task
+                    self.task.save_best(folder, self.model, self.tokenizer, self.spec, extra)
+                else:
+                    ckpt.save_model_folder(folder, self.model, self.tokenizer, self.task, self.spec.to_dict(), extra=extra)
+            except ckpt.DiskFull as exc:
+                self._disk_full(exc)
 
     # ---------------------------------------------------------- bookkeeping
     def _log_train(self):
@@ -299,8 +286,8 @@ class Trainer:
         self._t0 = time.perf_counter()
 
     def _say(self, text):
-        if self.world.is_main:
-            tqdm.write(text)
+        if self.world.is_main:   # notes and warnings go where the progress bar goes, not stdout
+            tqdm.write(text, file=sys.stderr)
 
     def record(self, metrics):
         """Append to ``metrics.jsonl`` (flushed per line) and call the logger hook; only
@@ -322,8 +309,11 @@ class Trainer:
                  "world_size": self.world.world}
         rngs = self.world.gather(rng_state())  # each rank's dropout stream
         if self.world.is_main:
-            self.last_checkpoint = ckpt.save_training_state(
-                self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
+            try:
+                self.last_checkpoint = ckpt.save_training_state(
+                    self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
+            except ckpt.DiskFull as exc:
+                self._disk_full(exc)
 
     def _restore(self):
         """Load the newest complete checkpoint and put the loop where it was."""

@@ -20,7 +20,7 @@ import re
 import string
 
 from taskbert import DataError
-from taskbert_plugins.readers import check_options
+from taskbert_plugins.readers import DuplicateKey, check_options, unique_keys
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -112,7 +112,10 @@ def read_squad(path, options):
     try:
         encoding = options.get("encoding", "utf-8")
         with open(path, encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding) as fh:
-            doc = json.load(fh)
+            doc = json.load(fh, object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
+        raise DataError(f"{path}: key {exc.args[0]!r} appears twice in one JSON object; keep one "
+                        f"(JSON would keep the last silently)") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     except UnicodeDecodeError as exc:

@@ -18,7 +18,7 @@ from bad_input_cases import BASE, CASES, DROP, GOOD, markdown_table  # noqa: E40
 from taskbert.train import checkpoint as ckpt  # noqa: E402
 from taskbert.cli import cli  # noqa: E402
 from taskbert.plugins import registries  # noqa: E402
-from taskbert.testing import write_polarity_data  # noqa: E402
+from taskbert.testing import TINY_WORDS, make_tokenizer, write_polarity_data  # noqa: E402
 
 RELIABILITY_DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "reliability.md")
 
@@ -84,9 +84,45 @@ def encoder_no_weights(folder, spec, encoder):
     return spec
 
 
+def _edit_config(folder, spec, encoder, name, **changes):
+    spec["encoder"]["model"] = _copy_encoder(folder, encoder, name)
+    cfg_file = os.path.join(spec["encoder"]["model"], "config.json")
+    with open(cfg_file, encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    write(cfg_file, json.dumps({**cfg, **changes}))
+    return spec
+
+
+def encoder_config_other_architecture(folder, spec, encoder):
+    return _edit_config(folder, spec, encoder, "gpt2-config", model_type="gpt2")
+
+
+def encoder_config_other_vocab(folder, spec, encoder):
+    return _edit_config(folder, spec, encoder, "vocab-1000", vocab_size=1000)
+
+
+def encoder_bigger_tokenizer(folder, spec, encoder):
+    spec["encoder"]["tokenizer"] = os.path.join(folder, "big-tok")
+    make_tokenizer(TINY_WORDS + ["zebra", "quokka", "yak"], spec["encoder"]["tokenizer"])
+    return spec
+
+
 def data_folder(folder, spec, encoder):
     os.makedirs(os.path.join(folder, "folder.jsonl"))
     spec["data"]["train"] = "folder.jsonl"
+    return spec
+
+
+def data_fifo(folder, spec, encoder):
+    os.mkfifo(os.path.join(folder, "pipe.jsonl"))
+    spec["data"]["validation"] = "pipe.jsonl"
+    return spec
+
+
+def data_symlink_loop(folder, spec, encoder):
+    os.symlink("loop-b.jsonl", os.path.join(folder, "loop-a.jsonl"))
+    os.symlink("loop-a.jsonl", os.path.join(folder, "loop-b.jsonl"))
+    spec["data"]["validation"] = "loop-a.jsonl"
     return spec
 
 
@@ -147,26 +183,16 @@ def finished_run_then_new_data(folder, spec, encoder):
     return spec
 
 
-def incomplete_checkpoint(folder, spec, encoder):
-    step = ckpt.step_folder(os.path.join(folder, "run", "checkpoint"), 3)
-    write(os.path.join(step, "model.safetensors"), b"half")
-    return spec
-
-
-def run_without_checkpoint(folder, spec, encoder):
-    write(os.path.join(folder, "run", "spec.yaml"), "task: sentence_classification\n")
-    write(os.path.join(folder, "run", "metrics.jsonl"), '{"step": 1, "train/loss": 0.7}\n')
-    return spec
-
-
 def missing_spec(folder, spec, encoder):
     return os.path.join(folder, "nowhere.yaml")
 
 
 SETUPS = {f.__name__: f for f in (
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
+    encoder_config_other_architecture, encoder_config_other_vocab, encoder_bigger_tokenizer,
+    data_fifo, data_symlink_loop,
     output_is_file, output_unwritable, output_foreign, finished_run, finished_run_then_new_data,
-    incomplete_checkpoint, run_without_checkpoint, missing_spec)}
+    missing_spec)}
 
 
 def snapshot(folder):
@@ -213,6 +239,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, tiny_encoder):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ")
+    assert lines[0].isprintable(), lines[0]   # no control or bidi characters from the input
     for part in case.expect:
         assert part.replace("{dir}", folder) in lines[0], (part, lines[0])
     assert "Traceback" not in result.output

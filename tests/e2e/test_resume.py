@@ -158,3 +158,27 @@ def test_resume_advice_after_set_leads_to_the_same_run(tmp_path, tiny_encoder, d
     with_set = CliRunner().invoke(cli, ["run", spec_file, "--resume", "--set", "train.lr=0.02"])
     assert with_set.exit_code == 0, with_set.output
     assert_same_run(original.output, reference, "(resumed with the same --set)")
+
+
+def test_resume_before_the_first_complete_checkpoint_starts_afresh(tmp_path, tiny_encoder, data, reference):
+    """A run killed before its first checkpoint was complete (here: step 3's manifest never
+    written) has nothing to continue: --resume says so in one note on stderr and trains
+    from step 0, ending as the uninterrupted run does."""
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+
+    spec_file = resume_spec(str(tmp_path), tiny_encoder, data)
+    spec = load_spec(spec_file)
+    with crash_at(4), pytest.raises(Crash):
+        execute(spec)
+    root = os.path.join(spec.output, "checkpoint")
+    for _, folder in ckpt.list_checkpoints(root):
+        os.remove(os.path.join(folder, ckpt.MANIFEST))
+    result = CliRunner().invoke(cli, ["run", spec_file, "--resume"])
+    assert result.exit_code == 0, result.output
+    notes = [ln for ln in result.stderr.splitlines() if ln.startswith("note: --resume")]
+    assert notes == [f"note: --resume: {spec.output} holds no complete checkpoint (step-00000003: no "
+                     f"manifest.json (the write did not finish)); starting the run again from step 0"], result.stderr
+    assert "resumed from" not in result.stderr
+    assert_same_run(spec.output, reference, "(resumed with no complete checkpoint)")

@@ -100,6 +100,9 @@ def test_squad_reader_errors(tmp_path):
     bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "z"}]}]}]}))
     with pytest.raises(DataError, match=r"bad.json:data\[0\].paragraphs\[0\].qas\[0\]: no 'question'"):
         list(read_squad(str(bad), {}))
+    bad.write_text('{"data": [{"paragraphs": [{"context": "x", "context": "y", "qas": []}]}]}')
+    with pytest.raises(DataError, match=r"bad.json: key 'context' appears twice in one JSON object"):
+        list(read_squad(str(bad), {}))
 
 
 # ------------------------------------------------------------ record checks

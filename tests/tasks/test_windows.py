@@ -12,7 +12,7 @@ from taskbert.data.batching import eval_batches, pack, train_batches, units
 from taskbert.errors import SpecError
 from taskbert.testing import TINY_WORDS, make_tokenizer
 from taskbert.train.distributed import World
-from taskbert.train.loop import plan_steps
+from taskbert.train.steps import plan_steps
 from taskbert_plugins.classification import ClassificationOptions, SentenceClassification
 from taskbert_plugins.classification import windows as win
 from taskbert_plugins.pairs.task import PairOptions, SentencePair

@@ -2,6 +2,7 @@
 the one before it, files that hold code refused, and a NaN loss stopping the run with the
 last good checkpoint kept."""
 
+import errno
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from taskbert import io as tio
@@ -97,8 +99,9 @@ def test_truncated_newest_checkpoint_is_skipped_for_the_previous_one(finished, t
 
     result = CliRunner().invoke(cli, ["run", path, "--resume"])
     assert result.exit_code == 0, result.output
-    assert f"skipping checkpoint {newest}: model.safetensors is {size // 2} bytes" in result.output
-    assert "resumed from" in result.output and "step-00000027" in result.output
+    # the warning is on stderr (where the README says), not mixed into stdout
+    assert f"warning: skipping checkpoint {newest}: model.safetensors is {size // 2} bytes" in result.stderr
+    assert "resumed from" in result.stderr and "step-00000027" in result.stderr
     # replaying steps 28-30 from step 27 gives back exactly the lost checkpoint and results
     _, run_dir = finished
     assert ckpt.verify_checkpoint(newest) is None
@@ -163,6 +166,31 @@ def test_checkpoint_that_holds_code_is_refused(finished, tmp_path):
     assert not marker.exists()
 
 
+def test_a_plain_pickle_is_refused_without_warnings(tmp_path):
+    """A plain ``pickle.dump`` (protocol 4) makes torch's safe unpickler warn; the refusal is
+    still the only thing said, and the pickled call never runs."""
+    import pickle
+    import warnings
+
+    from taskbert import DataError
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    file = tmp_path / "optimizer.pt"
+    with open(file, "wb") as fh:
+        pickle.dump({"optimizer": Payload()}, fh, protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match="optimizer.pt: refused to load"):
+            ckpt.safe_torch_load(str(file))
+    assert [str(w.message) for w in caught] == []
+    assert not marker.exists()
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_encoder):
     train = write_polarity_data(tmp_path / "train.jsonl", 120, 4)
     path = write_spec(str(tmp_path), tiny_encoder, train, str(tmp_path / "run"),
@@ -182,6 +210,52 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     records = metrics_without_timing(str(tmp_path / "run"))
     assert [r["step"] for r in records] == [1]  # the NaN step logged nothing
     assert all(math.isfinite(v) for v in records[0].values() if isinstance(v, float))
+
+
+def _full_after(n, exc):
+    """A stand-in for a write function that works ``n`` times, then raises ``exc``."""
+    def fake(real):
+        calls = []
+
+        def write(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > n:
+                raise exc
+            return real(*args, **kwargs)
+        return write
+    return fake
+
+
+@pytest.mark.parametrize("target,calls,exc,file,kept", [
+    # torch.save of the second checkpoint (step 6) hits ENOSPC
+    ("torch.save", 1, OSError(errno.ENOSPC, "No space left on device"), "checkpoint/step-00000006/optimizer.pt",
+     "step-00000003"),
+    # safetensors (which wraps the OS error in its own) fails on best/ at the first evaluation, step 10
+    ("save_weights", 3, SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+     "best/model.safetensors", "step-00000009"),
+], ids=["checkpoint-enospc", "best-safetensors"])
+def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny_encoder, monkeypatch,
+                                                              target, calls, exc, file, kept):
+    train = write_polarity_data(tmp_path / "train.jsonl", 120, 4)
+    run = tmp_path / "run"
+    path = write_spec(str(tmp_path), tiny_encoder, train, str(run))
+    if target == "torch.save":
+        monkeypatch.setattr(ckpt.torch, "save", _full_after(calls, exc)(torch.save))
+    else:
+        monkeypatch.setattr(ckpt, "save_weights", _full_after(calls, exc)(ckpt.save_weights))
+    result = CliRunner().invoke(cli, ["run", path])
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.stderr.strip().splitlines() if not ln.startswith("precision: auto ")]
+    assert lines == [f"error: no space left on the device while writing {run / file}; the last complete "
+                     f"checkpoint ({kept}) is kept in {run / 'checkpoint'}; free some space, then continue "
+                     f"with --resume"], lines
+    assert "Traceback" not in result.output
+    root = str(run / "checkpoint")
+    assert ckpt.latest_checkpoint(root) == (os.path.join(root, kept), [])
+    assert not [n for n in os.listdir(root) + os.listdir(run) if ".tmp-" in n]   # nothing half-written
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(cli, ["run", path, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
