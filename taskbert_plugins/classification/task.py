@@ -260,6 +260,13 @@ class TextLabelTask(Task):
                             f"one character besides white space, control and zero-width ones: fill it in or remove the record")
         return value
 
+    def data_labels(self, names):
+        """Take a ClassLabel column's classes, in its id order, as the labels (less any in
+        ``drop_labels``) unless ``task_options.labels`` or a saved model gave them."""
+        classes = names.get(self.options.label_field)
+        if self.labels is None and classes:
+            self.labels = [c for c in map(label_text, classes) if c not in self.options.drop_labels]
+
     def setup(self, examples):
         if self.labels is None:
             if "train" not in examples:

@@ -147,6 +147,13 @@ class TokenClassification(Task):
         return {self.options.tokens_field: [w for w, _ in pieces], "_text": line,
                 "_offsets": [list(span) for _, span in pieces]}
 
+    def data_labels(self, names):
+        """Take a sequence-of-ClassLabel column's tag names, in id order, as the tags unless
+        ``task_options.labels`` or a saved model gave them."""
+        tags = names.get(self.options.tags_field)
+        if self.labels is None and tags:
+            self.labels = list(tags)
+
     def setup(self, examples):
         opts = self.options
         if self.labels is None:
