@@ -38,9 +38,9 @@ def choose_format(path, spec_format, task, readers):
         return HUB_FORMAT
     if spec_format:
         return spec_format
-    if os.path.isdir(path):
-        return FOLDER_FORMAT
     ext = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path) and ext not in EXTENSION_FORMATS:   # "x.jsonl/" stays a misnamed folder
+        return FOLDER_FORMAT
     if task.default_format and ext not in _TABULAR:
         return task.default_format
     if ext in EXTENSION_FORMATS:

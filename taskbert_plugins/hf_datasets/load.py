@@ -13,6 +13,7 @@ Why ``datasets`` and not hand-written Arrow code: it knows the hub, its cache an
 mode, and it keeps the feature types (``ClassLabel`` names) in the files it writes.
 """
 
+import contextlib
 import functools
 import os
 
@@ -55,8 +56,8 @@ def check_folder(path, key):
         raise DataError(f"{key}: {path} holds a DatasetDict with splits {', '.join(splits) or 'none'}; "
                         f"point {key} at one of them, e.g. {os.path.join(path, splits[0] if splits else 'train')}")
     if not os.path.exists(os.path.join(path, "state.json")):
-        raise DataError(f"{key}: {path} is not a folder written by datasets' save_to_disk (it has no "
-                        f"state.json); give a data file, or set data.format")
+        raise DataError(f"{key}: {path} is a folder, but not one written by datasets' save_to_disk "
+                        f"(it has no state.json); give a data file or a save_to_disk folder")
 
 
 def open_dataset(fmt, source):
@@ -86,7 +87,8 @@ def load_hub(datasets, source):
     if int(datasets.__version__.split(".")[0]) < 4:   # 4.0 dropped loading scripts altogether
         kwargs["trust_remote_code"] = source.trust_remote_code
     try:
-        return datasets.load_dataset(source.hub, source.config, **kwargs)
+        with _offline_if_asked(datasets):
+            return datasets.load_dataset(source.hub, source.config, **kwargs)
     except ValueError as exc:   # unknown split or config: datasets' message lists the known ones
         raise DataError(f"{source}: {_one_line(exc)}") from None
     except ConnectionError as exc:
@@ -105,6 +107,23 @@ def load_hub(datasets, source):
         if type(exc).__module__.startswith(("datasets", "huggingface_hub")):
             raise DataError(f"{source}: {_one_line(exc)}") from None
         raise
+
+
+@contextlib.contextmanager
+def _offline_if_asked(datasets):
+    """``datasets`` and ``huggingface_hub`` read ``HF_HUB_OFFLINE`` once, on import; honour
+    ``TASKBERT_OFFLINE`` (or a later ``HF_HUB_OFFLINE``) by setting their switches for the call."""
+    import huggingface_hub.constants as hub_constants
+
+    if not offline():
+        yield
+        return
+    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
 
 def check_hub(source, key):

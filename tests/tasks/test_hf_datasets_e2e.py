@@ -192,3 +192,21 @@ def test_trust_remote_code_is_off_unless_the_spec_sets_it(tmp_path):
     assert loaded.data.train.trust_remote_code is False and loaded.data.train.split == "train"
     assert loaded.data.test.trust_remote_code is True and loaded.data.test.config == "sst2"
     assert loaded.to_dict()["data"]["test"]["hub"] == "nyu-mll/glue"   # spec.yaml keeps the mapping
+
+
+def test_taskbert_offline_keeps_datasets_off_the_network(tmp_path, monkeypatch):
+    """TASKBERT_OFFLINE alone (datasets read HF_HUB_OFFLINE on import, as unset) still means
+    the hub is not contacted: datasets' offline switch is on while it loads."""
+    import datasets
+    import datasets.config
+
+    from taskbert.data.sources import HubSource
+    from taskbert_plugins.hf_datasets import load
+
+    seen = []
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TASKBERT_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(datasets.config.HF_HUB_OFFLINE) or "ds")
+    assert load.load_hub(datasets, HubSource(hub="someone/x", split="train")) == "ds"
+    assert seen == [True] and datasets.config.HF_HUB_OFFLINE is False
