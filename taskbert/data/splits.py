@@ -17,7 +17,7 @@ EXTENSION_FORMATS = {
 #: the reader of a folder given as a data source (a ``datasets`` ``save_to_disk`` folder)
 FOLDER_FORMAT = "datasets"
 #: extensions whose format no task default overrides (they say what the file holds)
-_TABULAR = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".arrow")
+TABULAR_EXTENSIONS = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".arrow")
 
 
 def file_sha256(path):
@@ -41,7 +41,7 @@ def choose_format(path, spec_format, task, readers):
     ext = os.path.splitext(path)[1].lower()
     if os.path.isdir(path) and ext not in EXTENSION_FORMATS:   # "x.jsonl/" stays a misnamed folder
         return FOLDER_FORMAT
-    if task.default_format and ext not in _TABULAR:
+    if task.default_format and ext not in TABULAR_EXTENSIONS:
         return task.default_format
     if ext in EXTENSION_FORMATS:
         return EXTENSION_FORMATS[ext]

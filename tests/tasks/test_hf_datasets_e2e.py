@@ -210,3 +210,33 @@ def test_taskbert_offline_keeps_datasets_off_the_network(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(datasets.config.HF_HUB_OFFLINE) or "ds")
     assert load.load_hub(datasets, HubSource(hub="someone/x", split="train")) == "ds"
     assert seen == [True] and datasets.config.HF_HUB_OFFLINE is False
+
+
+def test_predict_from_parquet_and_resume_refuses_changed_folder(tmp_path, encoder):
+    """``predict`` reads a Parquet input (labels by name); ``--resume`` after the
+    save_to_disk folder was rewritten with other rows is refused in one line."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+    from taskbert.testing import write_spec
+
+    spec = {"task": "sentence_classification", "encoder": {"model": encoder, "max_length": 32},
+            "data": {"train": hf_data.write(hf_data.polarity(400, 1), tmp_path, "train", "disk")},
+            "task_options": {"text_field": "sentence"}, "train": {"epochs": 3, **TRAIN},
+            "output": str(tmp_path / "run")}
+    _, run_dir = run_spec(spec, str(tmp_path))
+    inputs = hf_data.write(hf_data.polarity(40, 5), tmp_path, "inputs", "parquet")
+    result = CliRunner().invoke(cli, ["predict", run_dir, inputs, "-o", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "p.jsonl", encoding="utf-8") as fh:
+        predicted = [json.loads(line)["label"] for line in fh]
+    gold = [hf_data.POLARITY[y] for y in hf_data.polarity(40, 5)["label"]]
+    assert sum(p == g for p, g in zip(predicted, gold)) / len(gold) > 0.8
+
+    shutil.rmtree(tmp_path / "train")
+    hf_data.write(hf_data.polarity(400, 9), tmp_path, "train", "disk")
+    result = CliRunner().invoke(cli, ["run", write_spec(spec, str(tmp_path)), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "data.train" in result.stderr and "SHA-256 differs from manifest.json" in result.stderr
