@@ -127,8 +127,12 @@ def _offline_if_asked(datasets):
 
 
 def check_hub(source, key):
-    """Open a hub source now (first use downloads it), so a bad name fails before any weights load."""
-    open_dataset("hub", source)
+    """Open a hub source now (first use downloads it), so a bad name fails before any weights
+    load; the error names the spec key too."""
+    try:
+        open_dataset("hub", source)
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}") from None
 
 
 def dataset_batches(ds, size=1000):

@@ -189,7 +189,7 @@ CASES = [
          task="extractive_qa"),
     # ------------------------------------------------------------ datasets sources (taskbert[datasets])
     Case("hub-dataset-offline", "data", "hub dataset not in the local datasets cache while offline",
-         ("no-such-org/no-such-data (split train)", "offline mode is on",
+         ("data.train: no-such-org/no-such-data (split train)", "offline mode is on",
           "not in the local datasets cache"),
          spec={"data": {"train": {"hub": "no-such-org/no-such-data"}}}),
     Case("hub-source-key", "data", "misspelt key of a hub dataset source",
