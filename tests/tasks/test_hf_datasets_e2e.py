@@ -4,6 +4,7 @@ file and a hub id found in a fake offline cache read the same way."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -258,3 +259,17 @@ def test_pretraining_reads_back_the_right_rows(tmp_path):
                 if ex is not None]
     assert len(examples) == 2000 and all("text" not in ex for ex in examples)
     assert list(document_texts(examples)) == [t for t in texts if t.strip()]
+
+
+@pytest.mark.parametrize("source, expect", [
+    ({"config": "mnli"}, "data.validation: a mapping names a hub dataset and needs 'hub'"),
+    ({"hub": " "}, "data.validation.hub: must name a dataset, got ' '"),
+    ({"hub": "imdb", "revison": "main"}, "unknown key 'data.validation.revison' (did you mean 'revision'?)"),
+])
+def test_a_bad_hub_mapping_is_one_line(tmp_path, source, expect):
+    from taskbert import SpecError, load_spec
+    from taskbert.testing import write_spec
+
+    spec = {"task": "sentence_classification", "data": {"train": "t.jsonl", "validation": source}}
+    with pytest.raises(SpecError, match=re.escape(expect)):
+        load_spec(write_spec(spec, str(tmp_path)))
