@@ -33,7 +33,7 @@ def _class_names(features):
 
 class Row(dict):
     """A record (a row's columns) that also knows where to read it again: ``row_ref`` is
-    ``(format, source, index)``, or None for Parquet (compressed, not memory-mapped)."""
+    ``(format, source, index)``."""
 
     row_ref = None
 
@@ -88,7 +88,7 @@ def read_parquet(path, options):
     """Reader ``parquet``: a Parquet file, one record batch at a time."""
     check_options(path, options, ())
     features, rows = load.parquet_rows(path)
-    return Records(features, rows)
+    return Records(features, rows, "parquet", path)
 
 
 def _hub_identity(source):
@@ -102,15 +102,19 @@ read_datasets.check_source = load.check_folder
 
 
 def read_back(examples, column):
-    """Yield ``examples[i]``'s text from the dataset its ``rows`` names (``(format, source)``)
-    at row ``row``, reading 1000 consecutive rows at a time from the memory map."""
-    chunk, key, start = None, None, 0
+    """Yield each example's ``column`` from the source its ``rows`` names (``(format,
+    source)``) at row ``row``: 1000 consecutive rows at a time from an Arrow memory map, one
+    row group at a time from Parquet, so only that much is ever in memory."""
+    chunk, key, start = [], None, 0
     for ex in examples:
         fmt, source = ex["rows"]
         i = ex["row"]
         if (fmt, source) != key or not start <= i < start + len(chunk):
-            key, start = (fmt, source), i
-            chunk = load.open_dataset(fmt, source)[i:i + 1000][column]
+            key = (fmt, source)
+            if fmt == "parquet":
+                start, chunk = load.parquet_group(source, i, column)
+            else:
+                start, chunk = i, load.open_dataset(fmt, source)[i:i + 1000][column]
         yield chunk[i - start]
 
 

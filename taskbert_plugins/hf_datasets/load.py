@@ -160,3 +160,18 @@ def parquet_rows(path):
         for batch in handle.iter_batches(batch_size=1000):
             yield from batch.to_pylist()
     return features, rows()
+
+
+def parquet_group(path, row, column):
+    """``(first row, values)``: ``column`` of the row group of a Parquet file that holds ``row``."""
+    import pyarrow.parquet as pq
+
+    handle = pq.ParquetFile(path)
+    start = 0
+    for g in range(handle.num_row_groups):
+        n = handle.metadata.row_group(g).num_rows
+        if row < start + n:
+            return start, handle.read_row_group(g, columns=[column]).column(0).to_pylist()
+        start += n
+    raise IndexError(f"{path}: row {row} is past its {start} rows")
+

@@ -90,8 +90,7 @@ def test_pretraining_from_text_column(tmp_path, encoder, kind):
             "task_options": {"cache_dir": str(tmp_path / "cache")},
             "train": {"epochs": 4, **TRAIN}, "output": str(tmp_path / "run")}
     example = prepare(load_spec(write_spec(spec, str(tmp_path)))).examples["train"][0]
-    if kind == "disk":   # memory-mapped: the example names its row, the text stays on disk
-        assert "text" not in example and example["row"] == 0
+    assert "text" not in example and example["row"] == 0   # the example names its row, the text stays on disk
     metrics, run_dir = run_spec(spec, str(tmp_path))
     seen = losses(run_dir)
     assert seen[-1] < seen[0] * 0.8
@@ -243,19 +242,28 @@ def test_predict_from_parquet_and_resume_refuses_changed_folder(tmp_path, encode
     assert "data.train" in result.stderr and "SHA-256 differs from manifest.json" in result.stderr
 
 
-def test_pretraining_reads_back_the_right_rows(tmp_path):
+@pytest.mark.parametrize("kind", SOURCES)
+def test_pretraining_reads_back_the_right_rows(tmp_path, kind):
     """Documents kept as row numbers read back as their own texts, in order, across the
-    1000-row chunks of the memory map and past blank rows the task leaves out."""
+    1000-row chunks of the memory map (Parquet: its row groups of 700) and past blank rows
+    the task leaves out."""
     import datasets
+    import pyarrow.parquet as pq
 
     from taskbert import registries
-    from taskbert_plugins.hf_datasets import read_datasets
+    from taskbert_plugins.hf_datasets import read_datasets, read_parquet
     from taskbert_plugins.pretraining.text import document_texts
 
     texts = [f"Document {i} says {i * 7}." if i % 5 else "   " for i in range(2500)]
-    path = hf_data.write(datasets.Dataset.from_dict({"text": texts}), tmp_path, "docs", "disk")
+    ds = datasets.Dataset.from_dict({"text": texts})
+    if kind == "disk":
+        path, reader = hf_data.write(ds, tmp_path, "docs", "disk"), read_datasets
+    else:
+        path, reader = str(tmp_path / "docs.parquet"), read_parquet
+        pq.write_table(ds.data.table, path, row_group_size=700)
+        assert pq.ParquetFile(path).num_row_groups == 4
     task = registries().tasks.get("pretraining")()
-    examples = [ex for ex in (task.example_from_record(r, f"docs:{n}") for n, r in read_datasets(path, {}))
+    examples = [ex for ex in (task.example_from_record(r, f"docs:{n}") for n, r in reader(path, {}))
                 if ex is not None]
     assert len(examples) == 2000 and all("text" not in ex for ex in examples)
     assert list(document_texts(examples)) == [t for t in texts if t.strip()]
