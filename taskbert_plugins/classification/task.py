@@ -93,8 +93,8 @@ class ClassificationOptions(win.LongInputOptions):
     text_field: str = field(default="text", metadata={"predict": True, "help": "record field holding the text"})
     label_field: str = field(default="label", metadata={"predict": True, "help": "record field holding the label"})
     labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
-        "help": "label names in order; default: the training data's labels, sorted "
-                "(numerically when all are integers)"})
+        "help": "label names in order; default: a ClassLabel column's names, else the training "
+                "data's labels, sorted (numerically when all are integers)"})
     drop_labels: tuple[str | int | bool, ...] = field(default=(), metadata={
         "help": "skip records with these labels (counted in validate)"})
     unseen_labels: str = field(default="error", metadata={

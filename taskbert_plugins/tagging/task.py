@@ -44,7 +44,7 @@ class TaggingOptions:
     scheme: Literal["IOB2", "IOBES", "IOB1", "none"] = field(default="IOB2", metadata={
         "help": "entity tag scheme scored with seqeval; none for tags without spans (POS)"})
     labels: Optional[tuple[str, ...]] = field(default=None, metadata={
-        "help": "tag names in order; default: sorted tags of the training data"})
+        "help": "tag names in order; default: a ClassLabel column's names, else sorted tags of the training data"})
     unseen_labels: Literal["error", "ignore"] = field(default="error", metadata={
         "help": "tags in validation/test missing from train: error, or ignore (scored as wrong)"})
     subword_labels: Literal["first", "all"] = field(default="first", metadata={
