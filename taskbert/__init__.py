@@ -17,7 +17,8 @@ else from ``taskbert`` but :mod:`taskbert.testing`, the testing kit.
   (rows to batches outside training), ``friendly`` and
   ``SET_HELP`` (click commands with one-line errors and ``--set``);
 * files that are complete or absent: ``atomic_write``, ``atomic_json``, ``new_temp_folder``,
-  ``temp_folder``, ``swap_in``, ``file_sha256``.
+  ``temp_folder``, ``swap_in``, ``file_sha256``, ``source_identity`` (what a data source holds:
+  the SHA-256 of a file or folder, a hub dataset's fingerprint).
 
 The names of the last two groups load their modules on first use, so ``import taskbert``
 stays light.
@@ -43,7 +44,7 @@ _LAZY = {
     "EvalLoader": "data.batching",
     "pad_id": "data.batching",
     "friendly": "cli.main", "SET_HELP": "cli.main", "atomic_write": "io", "atomic_json": "io",
-    "new_temp_folder": "io", "temp_folder": "io", "swap_in": "io",
+    "new_temp_folder": "io", "temp_folder": "io", "swap_in": "io", "source_identity": "data.sources",
 }
 
 

@@ -18,7 +18,8 @@ import time
 
 from . import __version__
 from . import io as tio
-from .data.splits import encode_split, file_sha256, load_splits
+from .data.sources import same_data, source_identity
+from .data.splits import encode_split, load_splits
 from .encoder import encoder_source, first_line
 from .errors import DataError, SpecError
 from .plugins.manager import get_plugin_manager, registries
@@ -77,7 +78,7 @@ def check_output(spec, resume=False, overwrite=False):
         raise SpecError(f"output: {out} is a file; give a folder path (new, empty, or an earlier run)")
     own_spec = resume and spec.path and os.path.abspath(spec.path) == os.path.abspath(os.path.join(out, "spec.yaml"))
     inputs = [] if own_spec else [("the spec", spec.path)]   # --resume may read the run's own copy
-    inputs += [(f"data.{k}", p) for k, p in spec.data_files().items()]
+    inputs += [(f"data.{k}", p) for k, p in spec.data_files().items() if isinstance(p, str)]
     local_model = os.path.join(os.path.dirname(spec.path or "."), spec.encoder.model)
     if os.path.isdir(local_model):
         inputs.append(("encoder.model", local_model))
@@ -156,13 +157,14 @@ def check_resume(spec):
                         f"with --overwrite")
     try:
         with open(os.path.join(out, "manifest.json"), encoding="utf-8") as fh:
-            hashes = {k: v["sha256"] for k, v in json.load(fh).get("data", {}).items()}
+            saved = {k: dict(v) for k, v in json.load(fh).get("data", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        hashes = {}
+        saved = {}
     for split, path in spec.data_files().items():
-        if split in hashes and file_sha256(path) != hashes[split]:
+        if split in saved and not same_data(saved[split], source_identity(path)):
+            what = "SHA-256" if "sha256" in saved[split] else "fingerprint"
             raise SpecError(f"data.{split}: {path} changed since the run in {out} started "
-                            f"(SHA-256 differs from manifest.json); resume with the same data "
+                            f"({what} differs from manifest.json); resume with the same data "
                             f"or start over with --overwrite")
 
 
@@ -254,7 +256,7 @@ def manifest(spec, processes=1):
         "platform": platform.platform(), "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": spec.train.seed, "git_commit": commit, "processes": processes,
-        "data": {split: {"path": p, "sha256": file_sha256(p)} for split, p in spec.data_files().items()},
+        "data": {split: source_identity(p) for split, p in spec.data_files().items()},
     }
 
 

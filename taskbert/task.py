@@ -91,6 +91,13 @@ class Task:
         """The record for one line of plain text given to ``taskbert predict``."""
         return {"text": line}
 
+    def data_labels(self, names):
+        """The classes the data itself declares, ``{field: [name, ...]}`` in id order (a
+        ``datasets`` ``ClassLabel`` column, or a sequence of them for tags), called as each
+        split is read and before :meth:`setup`. The reader already gives records the names, not
+        the ids; a task that builds its label list from the data may take this order instead
+        (so ``id2label`` matches the dataset's). The default ignores it."""
+
     def setup(self, examples):
         """See all examples (``{split: [example]}``) before encoding: build label maps,
         check dev labels against train. Raise DataError for problems."""

@@ -83,7 +83,7 @@ def sample_examples(run_dir, path=None, limit=32):
     data = (info.get("spec") or {}).get("data") or {}
     for split in ("validation", "test", "train"):
         source = data.get(split)
-        if source and os.path.isfile(source):
+        if isinstance(source, str) and os.path.exists(source):   # a file or save_to_disk folder; not a hub id
             fmt = choose_format(source, data.get("format"), task, registries().readers)
             return read_examples(source, fmt, task, registries().readers, data.get("reader_options"),
                                  limit=limit, labelled=False, key=f"data.{split}")

@@ -11,7 +11,7 @@ import os
 import yaml
 
 from ..config.schema import build, predict_options
-from ..data.splits import EXTENSION_FORMATS, check_file
+from ..data.splits import EXTENSION_FORMATS, TABULAR_EXTENSIONS, check_file
 from ..errors import DataError, SpecError
 from ..plugins.manager import registries
 from ..train import checkpoint as ckpt
@@ -126,10 +126,10 @@ def load_run(path, task_options=None):
 
 def input_format(path, task, fmt=None):
     """The reader for a predict input: ``fmt``, else the task's own format (CoNLL for
-    taggers) for any extension but .jsonl/.csv/.tsv, else one from the extension (.txt: plain
+    taggers) for any extension but .jsonl/.csv/.tsv/.parquet/.arrow, else one from the extension (.txt: plain
     text lines); an unknown extension is an error, as for training data."""
     ext = os.path.splitext(path)[1].lower()
-    chosen = fmt or (task.default_format if task.default_format and ext not in (".jsonl", ".ndjson", ".csv", ".tsv")
+    chosen = fmt or (task.default_format if task.default_format and ext not in TABULAR_EXTENSIONS
                      else None) or EXTENSION_FORMATS.get(ext)
     if chosen is None:
         raise DataError(f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
@@ -142,7 +142,7 @@ def run_format(info, path):
     reader for ``.yaml`` data then reads ``.yaml`` inputs too), else None."""
     data = (info.get("spec") or {}).get("data") or {}
     train = data.get("train")
-    if data.get("format") and train and \
+    if data.get("format") and isinstance(train, str) and \
             os.path.splitext(train)[1].lower() == os.path.splitext(path)[1].lower():
         return data["format"]
     return None
@@ -153,7 +153,12 @@ def run_reader_options(info, fmt, task):
     ``fmt`` (the same separator and columns then apply to predict inputs); else ``{}``."""
     data = (info.get("spec") or {}).get("data") or {}
     train = data.get("train")
-    if not train or input_format(train, task, data.get("format")) != fmt:
+    if not isinstance(train, str):   # none, or a hub dataset (its reader takes no options)
+        return {}
+    try:
+        if input_format(train, task, data.get("format")) != fmt:
+            return {}
+    except DataError:   # a save_to_disk folder: no extension
         return {}
     return dict(data.get("reader_options") or {})
 

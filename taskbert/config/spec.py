@@ -18,6 +18,7 @@ from typing import Literal, Optional, Union
 import yaml
 
 from ..errors import SpecError, TaskbertError
+from ..data.sources import resolve_sources
 from .schema import build
 
 
@@ -48,16 +49,18 @@ class SplitLimits:
 class DataSpec:
     """``data:`` — where the examples are and how to read them."""
 
-    train: Optional[str] = field(default=None, metadata={"path": True})
-    validation: Optional[str] = field(default=None, metadata={"path": True})
-    test: Optional[str] = field(default=None, metadata={"path": True})
+    # a path (file, or a folder such as a ``save_to_disk`` dataset) or a hub dataset mapping
+    # ``{hub: NAME, config:, split:, revision:}`` (taskbert.data.sources.HubSource)
+    train: Optional[Union[str, dict]] = field(default=None, metadata={"path": True})
+    validation: Optional[Union[str, dict]] = field(default=None, metadata={"path": True})
+    test: Optional[Union[str, dict]] = field(default=None, metadata={"path": True})
     format: Optional[str] = field(default=None, metadata={
         "help": "reader name; guessed from the file extension when left out"})
     reader_options: dict = field(default_factory=dict)
     limit: SplitLimits = field(default_factory=SplitLimits)
 
     def splits(self):
-        """``{split: path}`` for the splits that are set."""
+        """``{split: source}`` for the splits that are set (a path or a HubSource)."""
         return {s: p for s in ("train", "validation", "test") if (p := getattr(self, s))}
 
 
@@ -291,6 +294,7 @@ def spec_from_dict(raw, path="<spec>", registries=None):
     base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
     ctx = {"file": path, "base": base}
     spec = build(Spec, raw, "", ctx)
+    spec = dataclasses.replace(spec, data=resolve_sources(spec.data, ctx))   # hub mappings
     if spec.output is None:
         stem = os.path.splitext(os.path.basename(path))[0] if not path.startswith("<") else "run"
         spec = dataclasses.replace(spec, output=os.path.join(base, "runs", stem))
@@ -337,6 +341,7 @@ def _members_from_dict(spec, raw, ctx, registries):
             raise SpecError(f"{path}: tasks: {name!r} is not a task name; use letters, digits, "
                             f"'_' or '-', starting with a letter")
         member = build(MemberSpec, entry, f"tasks.{name}", ctx)
+        member = dataclasses.replace(member, data=resolve_sources(member.data, ctx, f"tasks.{name}.data"))
         task_cls = registries.tasks.get(member.task, where=f"{path}: tasks.{name}.task")
         options = build(task_cls.Options, member.task_options, f"tasks.{name}.task_options", ctx)
         if member.data.format is not None:

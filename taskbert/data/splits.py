@@ -14,7 +14,12 @@ from ..errors import DataError
 
 EXTENSION_FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text",
+    ".parquet": "parquet", ".arrow": "arrow",
 }
+#: the reader of a folder given as a data source (a ``datasets`` ``save_to_disk`` folder)
+FOLDER_FORMAT = "datasets"
+#: extensions whose format no task default overrides (they say what the file holds)
+TABULAR_EXTENSIONS = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".arrow")
 
 
 def file_sha256(path):
@@ -29,10 +34,16 @@ def file_sha256(path):
 def choose_format(path, spec_format, task, readers):
     """The reader name for ``path``: the spec's ``data.format``, the task's default
     for unknown extensions, or a guess from the extension."""
+    from .sources import HUB_FORMAT, is_hub
+
+    if is_hub(path):
+        return HUB_FORMAT
     if spec_format:
         return spec_format
     ext = os.path.splitext(path)[1].lower()
-    if task.default_format and ext not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+    if os.path.isdir(path) and ext not in EXTENSION_FORMATS:   # "x.jsonl/" stays a misnamed folder
+        return FOLDER_FORMAT
+    if task.default_format and ext not in TABULAR_EXTENSIONS:
         return task.default_format
     if ext in EXTENSION_FORMATS:
         return EXTENSION_FORMATS[ext]
@@ -70,10 +81,12 @@ def read_examples(path, fmt, task, readers, reader_options=None, limit=None,
     a ``notes`` list, one line per reason is appended to it."""
     from ..task import Skip
 
-    check_file(path, key)
     reader = readers.get(fmt, where=f"{key}: format")
+    # a reader of folders or hub datasets checks its source itself (one line, listing what exists)
+    getattr(reader, "check_source", check_file)(path, key)
     examples, skipped = [], {}
-    for line_no, record in reader(path, dict(reader_options or {})):
+    records = reader(path, dict(reader_options or {}))
+    for line_no, record in records:
         where = f"{path}:{line_no}"
         example = task.example_from_record(record, where, labelled=labelled)
         if isinstance(example, Skip):
@@ -88,6 +101,9 @@ def read_examples(path, fmt, task, readers, reader_options=None, limit=None,
         notes.extend(f"{path}: skipped {n} records {reason}" for reason, n in skipped.items())
     if not examples:
         raise DataError(f"{path}: holds no usable examples")
+    names = getattr(records, "label_names", None)   # e.g. a datasets ClassLabel column's classes
+    if names:
+        task.data_labels(dict(names))
     return examples
 
 

@@ -28,6 +28,7 @@ from .registry import Registry
 DEFAULT_PLUGINS = (
     "taskbert.encoder",
     "taskbert_plugins.readers",
+    "taskbert_plugins.hf_datasets",   # hub, save_to_disk, Arrow, Parquet (needs taskbert[datasets])
     "taskbert_plugins.metrics",
     "taskbert_plugins.loggers",
     "taskbert_plugins.classification",

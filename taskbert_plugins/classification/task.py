@@ -93,8 +93,8 @@ class ClassificationOptions(win.LongInputOptions):
     text_field: str = field(default="text", metadata={"predict": True, "help": "record field holding the text"})
     label_field: str = field(default="label", metadata={"predict": True, "help": "record field holding the label"})
     labels: Optional[tuple[str | int | bool, ...]] = field(default=None, metadata={
-        "help": "label names in order; default: the training data's labels, sorted "
-                "(numerically when all are integers)"})
+        "help": "label names in order; default: a ClassLabel column's names, else the training "
+                "data's labels, sorted (numerically when all are integers)"})
     drop_labels: tuple[str | int | bool, ...] = field(default=(), metadata={
         "help": "skip records with these labels (counted in validate)"})
     unseen_labels: str = field(default="error", metadata={
@@ -259,6 +259,13 @@ class TextLabelTask(Task):
             raise DataError(f"{where}: field {name!r} is empty (got {value!r}); a text needs at least "
                             f"one character besides white space, control and zero-width ones: fill it in or remove the record")
         return value
+
+    def data_labels(self, names):
+        """Take a ClassLabel column's classes, in its id order, as the labels (less any in
+        ``drop_labels``) unless ``task_options.labels`` or a saved model gave them."""
+        classes = names.get(self.options.label_field)
+        if self.labels is None and classes:
+            self.labels = [c for c in map(label_text, classes) if c not in self.options.drop_labels]
 
     def setup(self, examples):
         if self.labels is None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from taskbert import atomic_json, file_sha256, pad_id
+from taskbert import atomic_json, pad_id, source_identity
 from taskbert_plugins.classification import (
     ClassificationOptions,
     SentenceClassification,
@@ -136,7 +136,7 @@ class FeatureTask:
             "tokenizer": fingerprints["tokenizer"], "layers": self.layer_ids,
             "pooling": self.options.pooling, "max_length": spec.encoder.max_length,
             "dtype": self.options.cache_dtype,
-            "data": {"path": path, "sha256": file_sha256(path), "limit": getattr(spec.data.limit, split)},
+            "data": {**source_identity(path), "limit": getattr(spec.data.limit, split)},
             "rows": fc.rows_fingerprint(rows),
         }
 

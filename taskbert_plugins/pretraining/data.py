@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taskbert import DataError, file_sha256, temp_folder
+from taskbert import DataError, file_sha256, source_identity, temp_folder
 
 from .masking import choose_masks
 from .text import document_sentences, document_texts
@@ -68,7 +68,12 @@ def content_fingerprint(examples):
     digest = hashlib.sha256()
     files = {}
     for ex in examples:
-        if "span" in ex:
+        if "rows" in ex:   # a datasets row: the source's SHA-256 or fingerprint, then the row
+            if ex["rows"] not in files:
+                files[ex["rows"]] = json.dumps(source_identity(ex["rows"][1]), sort_keys=True)
+                digest.update(f"rows {files[ex['rows']]}\n".encode())
+            digest.update(f"{ex['row']};".encode())
+        elif "span" in ex:
             if ex["path"] not in files:
                 files[ex["path"]] = _file_sha(ex["path"])
                 digest.update(f"file {files[ex['path']]}\n".encode())

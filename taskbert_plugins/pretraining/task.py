@@ -143,7 +143,12 @@ class Pretraining(Task):
         if not isinstance(text, str):
             raise DataError(f"{where}: field {self.options.text_field!r} must hold the document text, "
                             f"got {text!r} (set task_options.text_field)")
-        return {"where": where, "text": text} if text.strip() else None
+        if not text.strip():
+            return None
+        ref = getattr(record, "row_ref", None)   # a memory-mapped datasets row: keep where it is
+        if ref is not None:
+            return {"where": where, "rows": ref[:2], "row": ref[2], "column": self.options.text_field}
+        return {"where": where, "text": text}
 
     def record_from_text(self, line):
         return {self.options.text_field: line}

@@ -124,7 +124,13 @@ def document_sentences(text, mode):
 
 def document_texts(examples):
     """Yield each example's text: read back from its file's byte range when the example
-    holds a ``span`` (reader ``documents``), else its ``text``."""
+    holds a ``span`` (reader ``documents``), from its dataset row when it holds ``rows``
+    (a memory-mapped ``datasets`` source), else its ``text``."""
+    if examples and "rows" in examples[0]:
+        from taskbert_plugins.hf_datasets import read_back
+
+        yield from read_back(examples, examples[0]["column"])
+        return
     handles = {}
     try:
         for ex in examples:

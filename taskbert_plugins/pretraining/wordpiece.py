@@ -105,6 +105,12 @@ def scratch_tokenizer(spec, cache_dir):
     if spec.encoder.tokenizer:
         return load_tokenizer(check_tokenizer(spec), spec.encoder)
     scratch = spec.options.scratch
+    if not isinstance(spec.data.train, str) or os.path.isdir(spec.data.train) or \
+            spec.data.train.lower().endswith((".parquet", ".arrow")):
+        from taskbert import SpecError
+
+        raise SpecError(f"{spec.path}: data.train: a vocabulary is trained from a text file; for a "
+                        f"datasets source ({spec.data.train}) name a tokenizer in encoder.tokenizer")
     layout = dict(spec.data.reader_options).get("layout", "auto")
     limit = spec.data.limit.train
     folder = vocab_folder(cache_dir, [spec.data.train], limit, scratch, layout)

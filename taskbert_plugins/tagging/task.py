@@ -44,7 +44,7 @@ class TaggingOptions:
     scheme: Literal["IOB2", "IOBES", "IOB1", "none"] = field(default="IOB2", metadata={
         "help": "entity tag scheme scored with seqeval; none for tags without spans (POS)"})
     labels: Optional[tuple[str, ...]] = field(default=None, metadata={
-        "help": "tag names in order; default: sorted tags of the training data"})
+        "help": "tag names in order; default: a ClassLabel column's names, else sorted tags of the training data"})
     unseen_labels: Literal["error", "ignore"] = field(default="error", metadata={
         "help": "tags in validation/test missing from train: error, or ignore (scored as wrong)"})
     subword_labels: Literal["first", "all"] = field(default="first", metadata={
@@ -146,6 +146,13 @@ class TokenClassification(Task):
         pieces = split.pre_tokenize_str(line)
         return {self.options.tokens_field: [w for w, _ in pieces], "_text": line,
                 "_offsets": [list(span) for _, span in pieces]}
+
+    def data_labels(self, names):
+        """Take a sequence-of-ClassLabel column's tag names, in id order, as the tags unless
+        ``task_options.labels`` or a saved model gave them."""
+        tags = names.get(self.options.tags_field)
+        if self.labels is None and tags:
+            self.labels = list(tags)
 
     def setup(self, examples):
         opts = self.options

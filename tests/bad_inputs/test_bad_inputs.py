@@ -187,7 +187,30 @@ def missing_spec(folder, spec, encoder):
     return os.path.join(folder, "nowhere.yaml")
 
 
+def _polarity_dataset(n=4):
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    return datasets.Dataset.from_dict({"sentence": ["great film", "awful plot"] * (n // 2),
+                                       "label": [1, 0] * (n // 2)}, features)
+
+
+def hf_dataset_dict(folder, spec, encoder):
+    import datasets
+
+    ds = _polarity_dataset()
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(os.path.join(folder, "saved"))
+    return merge(spec, {"data": {"train": "saved"}})
+
+
+def hf_parquet(folder, spec, encoder):
+    _polarity_dataset().to_parquet(os.path.join(folder, "train.parquet"))
+    return merge(spec, {"data": {"train": "train.parquet"}})
+
+
 SETUPS = {f.__name__: f for f in (
+    hf_dataset_dict, hf_parquet,
     encoder_no_tokenizer, encoder_no_config, encoder_bad_config, encoder_no_weights, data_folder,
     encoder_config_other_architecture, encoder_config_other_vocab, encoder_bigger_tokenizer,
     data_fifo, data_symlink_loop,
