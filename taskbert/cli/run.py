@@ -5,6 +5,7 @@ import os
 
 import click
 
+from ..errors import printable
 from .main import SET_HELP, cli, friendly
 
 
@@ -57,6 +58,6 @@ def validate(spec_file, overrides):
         prepared.warnings.append(f"output: {spec.output} already holds a run; taskbert run needs "
                                  f"--resume to continue it or --overwrite to replace it")
     for warning in prepared.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {printable(warning)}", err=True)   # it may quote the data
     counts = ", ".join(f"{split} {len(exs)}" for split, exs in prepared.examples.items())
     click.echo(f"ok: {spec_file}: task {spec.task}, examples: {counts}")
