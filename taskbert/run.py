@@ -21,7 +21,7 @@ from . import io as tio
 from .data.sources import same_data, source_identity
 from .data.splits import encode_split, load_splits
 from .encoder import encoder_source, first_line
-from .errors import DataError, SpecError
+from .errors import DataError, SpecError, printable
 from .plugins.manager import get_plugin_manager, registries
 from .task import Task
 from .train import checkpoint as ckpt
@@ -337,7 +337,7 @@ def _train(spec, prepared, world, resume, overwrite):
                               yaml.safe_dump(spec.to_dict(), sort_keys=False))
             tio.atomic_json(os.path.join(spec.output, "manifest.json"), manifest(spec, world.world))
         for w in prepared.warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(f"warning: {printable(w)}", file=sys.stderr)   # it may quote the data
     world.barrier()  # the run folder exists before any rank looks into it
     trainer = Trainer(spec, task, model, tokenizer, rows, examples, spec.output, hook,
                       resume=resume, world=world, plan=plan)

@@ -5,6 +5,7 @@ import os
 
 import click
 
+from ..errors import printable
 from .main import SET_HELP, cli, friendly
 
 
@@ -57,7 +58,7 @@ def validate(spec_file, overrides):
         prepared.warnings.append(f"output: {spec.output} already holds a run; taskbert run needs "
                                  f"--resume to continue it or --overwrite to replace it")
     for warning in prepared.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {printable(warning)}", err=True)   # it may quote the data
     counts = ", ".join(f"{split} {len(exs)}" for split, exs in prepared.examples.items())
     if spec.tasks:   # several tasks: examples counted per task
         counts = "; ".join(f"{name} ({m.task}): " + ", ".join(

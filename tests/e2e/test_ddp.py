@@ -1,5 +1,7 @@
 """Data parallelism: ``torchrun --nproc_per_node 2 -m taskbert run`` on CPU (gloo) trains
-the same model as one process with the same global batch, and only rank 0 writes.
+the same model as one process with the same global batch, and only rank 0 writes. That holds
+with dropout off (the tiny encoder's and, here, the head's) and in fp32: with dropout each
+rank draws its own masks, so the runs are two draws, not one run (docs/reliability.md).
 
 Tolerance: the two runs differ only in the order of float32 sums (DDP adds the ranks'
 gradients, one process adds the rows' gradients). After 62 AdamW steps every weight agrees
@@ -47,6 +49,10 @@ def records(run_dir):
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, tiny_encoder):
     """(data files, run folder) of the one-process reference run."""
+    with open(os.path.join(tiny_encoder, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    # the documented match holds with dropout off: each rank draws its own masks
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.0
     folder = tmp_path_factory.mktemp("ddp")
     data = (write_polarity_data(folder / "train.jsonl", 241, 3),
             write_polarity_data(folder / "dev.jsonl", 37, 4))

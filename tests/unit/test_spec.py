@@ -159,6 +159,15 @@ def test_validate_checks_the_output_folder_as_run_does(tmp_path, tiny_encoder, s
     result = CliRunner().invoke(cli, ["validate", write(tmp_path, spec)])
     assert result.exit_code == 0, result.output
     assert "already holds a run; taskbert run needs --resume" in result.stderr
+    # a warning that quotes a path or data escapes what is not printable, as errors do
+    odd = tmp_path / "ear\u202ely\nrun"
+    odd.mkdir()
+    (odd / "spec.yaml").write_text("task: x\n")
+    spec["output"] = str(odd)
+    result = CliRunner().invoke(cli, ["validate", write(tmp_path, spec)])
+    assert result.exit_code == 0, result.output
+    (warning,) = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: output:")]
+    assert warning.isprintable() and "ear\\u202ely\\nrun already holds a run" in warning, warning
 
 
 def test_a_near_miss_of_a_packaged_alias_is_caught(tmp_path, sentiment_data):
