@@ -178,6 +178,9 @@ def test_resume_is_bit_identical(tmp_path):
     (lambda s: s["tasks"]["names"].update(task_options={"schema": "none"}), "tasks.names.task_options.schema"),
     (lambda s: s["tasks"].update({"9bad": s["tasks"]["names"]}), "'9bad' is not a task name"),
     (lambda s: s["train"].update(metric="validation/names/acuracy"), "is not a validation metric"),
+    (lambda s: s["tasks"]["names"].update(task="feature_classification", task_options={}),
+     "tasks.names: task 'feature_classification' keeps the encoder frozen"),
+    (lambda s: s["train"].update(mixing="sometimes"), "train.mixing"),
 ])
 def test_bad_multitask_specs_are_one_line(tmp_path, change, message):
     from taskbert.config.spec import spec_from_dict
@@ -197,3 +200,13 @@ def test_report_draws_a_confusion_matrix_per_task(trained):
     result = write_report(run_dir)
     assert set(result["confusion"]) == {"sentiment-validation", "names-validation"}
     assert result["confusion"]["names-validation"][0] == ["O", "loc", "per"]
+
+
+def test_a_single_task_spec_refuses_mixing(tmp_path):
+    from taskbert.config.spec import spec_from_dict
+
+    spec = {"task": "sentence_classification", "data": {"train": "t.jsonl"}, "train": {"mixing": "round_robin"}}
+    with pytest.raises(TaskbertError, match="train.mixing: only for a spec with several tasks"):
+        spec_from_dict(spec, str(tmp_path / "spec.yaml"))
+    spec["train"] = {"mixing": "proportional", "mixing_temperature": 2.0}   # the defaults, as spec.yaml has them
+    assert spec_from_dict(spec, str(tmp_path / "spec.yaml")).tasks is None
