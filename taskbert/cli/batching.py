@@ -117,7 +117,7 @@ class MicroBatcher:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            raise QueueFull(f"{self.max_queue} requests are waiting already") from None
+            raise QueueFull(f"the queue is full ({self.max_queue} requests waiting)") from None
         return job.future
 
     def pending(self):
