@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
@@ -119,5 +120,47 @@ def test_sigterm_answers_in_flight_requests_and_exits_in_time(trained_run, tmp_p
         assert {text: a[1]["predictions"][0] for text, a in answers.items()} == expected
         assert server.proc.returncode in (0, -signal.SIGTERM), "".join(server.lines)
         assert took < 5 + 3
+    finally:
+        server.close()
+
+
+def test_load_over_loopback(trained_run, tmp_path):
+    """600 single-text requests from 200 threads, each on its own connection."""
+    expected = predicted(trained_run, TEXTS, tmp_path)
+    server = ServeProcess(trained_run, "--max-batch", "32", "--max-wait-ms", "5", "--max-queue", "64")
+    try:
+        server.wait_ready()
+        for text in TEXTS[:8]:                    # warm up before the first memory reading
+            assert request(server.address, "POST", "/predict", {"inputs": [text]})[0] == 200
+        rss_before = server.rss_kb()
+        errors, answers = [], []
+
+        def one(i):
+            text = TEXTS[i % len(TEXTS)]
+            try:
+                status, body = request(server.address, "POST", "/predict", {"inputs": [text]}, timeout=60)
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            answers.append((text, status, body))
+
+        with ThreadPoolExecutor(max_workers=200) as pool:
+            list(pool.map(one, range(600)))
+        rss_after = server.rss_kb()
+        assert errors == [], errors[:5]
+        assert len(answers) == 600
+        statuses = {status for _, status, _ in answers}
+        assert statuses <= {200, 503}, statuses
+        ok = [(text, body) for text, status, body in answers if status == 200]
+        assert len(ok) >= 100                     # most get through; 503s are allowed, not required
+        mismatched = [text for text, body in ok if body["predictions"] != [expected[text]]]
+        assert mismatched == [], mismatched[:5]
+        for _, status, body in answers:
+            if status == 503:
+                assert body["error"].startswith("server busy")
+        assert rss_after < rss_before + 200_000, (rss_before, rss_after)   # kB: a generous bound
+        metrics = request(server.address, "GET", "/metrics")[1]
+        assert metrics["requests_by_status"].get("200", 0) == len(ok) + 8
+        assert metrics["batch_size"]["max"] > 1   # concurrent requests shared model calls
     finally:
         server.close()
