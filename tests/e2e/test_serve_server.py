@@ -3,6 +3,7 @@
 
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -36,6 +37,21 @@ def test_without_the_extra_serve_says_how_to_install(trained_run, monkeypatch):
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [
         "error: taskbert serve needs the serve extra (uvicorn is not installed): pip install 'taskbert[serve]'"]
+
+
+def test_connections_send_without_nagle(trained_run):
+    """TCP_NODELAY on every accepted connection: with Nagle on, each answer's last segment
+    waited ~40 ms for the client's delayed ACK (a socket made with proto 0 lost it)."""
+    srv = start_server(trained_run)
+    try:
+        conn = http.client.HTTPConnection(*srv.address, timeout=30)
+        conn.request("GET", "/health")
+        assert conn.getresponse().read()
+        sockets = [c.transport.get_extra_info("socket") for c in srv.server.server_state.connections]
+        assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+        conn.close()
+    finally:
+        srv.stop()
 
 
 def test_metrics_and_openapi(trained_run):
