@@ -64,6 +64,7 @@ class BatchStats:
             "latency_ms": {"p50": _ms(percentile(lat, 50)), "p99": _ms(percentile(lat, 99)),
                            "max": _ms(lat[-1] if lat else None), "samples": len(lat)},
             "batches": batches,
+            "inputs": inputs,
             "batch_size": {"mean": round(inputs / batches, 3) if batches else None,
                            "p50": percentile(sizes, 50), "max": sizes[-1] if sizes else None,
                            "histogram": dict(sorted(collections.Counter(sizes).items()))},
@@ -96,7 +97,7 @@ class MicroBatcher:
     ``max_wait_ms`` for a batch to fill; ``model(inputs) -> outputs`` (one output per input,
     in order) runs on one worker thread only, so it needs no lock of its own."""
 
-    def __init__(self, model, max_batch=32, max_wait_ms=5.0, max_queue=256, stats=None):
+    def __init__(self, model, max_batch=32, max_wait_ms=0.0, max_queue=256, stats=None):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.model = model

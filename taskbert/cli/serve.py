@@ -116,7 +116,7 @@ def check_folder(path, task_options=None):
 
 
 def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=64,
-                 task_options=None, max_batch=32, max_wait_ms=5.0, max_queue=256, **server_options):
+                 task_options=None, max_batch=32, max_wait_ms=0.0, max_queue=256, **server_options):
     """Serve ``path`` on a background thread (tests, benchmarks); returns a
     :class:`.serve_app.ThreadedServer` once the model is loaded (``.address``, ``.stop()``)."""
     from .serve_app import ServeState, ThreadedServer
@@ -136,8 +136,8 @@ def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs
               help="most inputs in one request")
 @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
               help="most inputs in one model call, gathered from concurrent requests (1: no batching)")
-@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
-              help="longest a request waits for others to share its model call")
+@click.option("--max-wait-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="longest a request waits for others to share its model call (0: take what is queued)")
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
               help="requests waiting for the model before new ones get 503 + Retry-After")
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(min=1),

@@ -50,7 +50,7 @@ class ServeState:
     (on a background thread, so ``/ready`` can answer 503 meanwhile) and the batcher."""
 
     def __init__(self, path=None, max_bytes=1_000_000, max_inputs=64, batch_size=64, task_options=None,
-                 max_batch=32, max_wait_ms=5.0, max_queue=256, predictor=None, on_load_error=None,
+                 max_batch=32, max_wait_ms=0.0, max_queue=256, predictor=None, on_load_error=None,
                  quiet=True):
         self.path, self.task_options, self.batch_size = path, task_options, batch_size
         self.max_bytes, self.max_inputs = max_bytes, max_inputs

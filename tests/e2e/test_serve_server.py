@@ -3,6 +3,7 @@
 
 import http.client
 import json
+import os
 import socket
 import sys
 import threading
@@ -169,3 +170,22 @@ def test_a_failing_model_call_is_a_one_line_500_and_the_server_goes_on(trained_r
     finally:
         srv.stop()
     assert "ValueError: boom" in capsys.readouterr().err   # the traceback goes to the log
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_one_line(trained_run, tmp_path):
+    """The folder passes the up-front check (taskbert.json is there) but its weights are
+    gone: the load, after the port opened, fails; the server stops with one line, not a hang."""
+    import shutil
+
+    from taskbert.cli.runs import find_model_folder
+
+    broken = tmp_path / "broken"
+    shutil.copytree(find_model_folder(trained_run), broken)
+    for name in os.listdir(broken):
+        if name.endswith(".safetensors"):
+            os.remove(broken / name)
+    result = CliRunner().invoke(cli, ["serve", str(broken), "--port", "0", "--quiet"])
+    assert result.exit_code in (1, 2), result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"serving {broken} on http://127.0.0.1:")
+    assert lines[-1].startswith("error: ") and "\n" not in lines[-1]

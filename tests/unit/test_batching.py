@@ -189,5 +189,5 @@ def test_stats_percentiles_by_hand():
     snap = stats.snapshot()
     assert snap["requests"] == 4 and snap["requests_by_status"] == {"200": 3, "503": 1}
     assert snap["latency_ms"]["p50"] == 10.0 and snap["latency_ms"]["p99"] == 30.0
-    assert snap["batches"] == 4 and snap["batch_size"]["mean"] == 2.75
+    assert snap["batches"] == 4 and snap["inputs"] == 11 and snap["batch_size"]["mean"] == 2.75
     assert snap["batch_size"]["histogram"] == {1: 1, 2: 1, 4: 2} and snap["batch_size"]["max"] == 4
