@@ -180,6 +180,9 @@ def build_app(state):
     async def http_error(request, exc):
         return refusal(exc.status_code, str(exc.detail))
 
+    async def bug(request, exc):   # anything unforeseen: still one JSON line (uvicorn logs the traceback)
+        return refusal(500, f"internal error: {type(exc).__name__}")
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if state.predictor is None and state.path is not None:
@@ -192,7 +195,8 @@ def build_app(state):
               Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
               Route("/openapi.json", openapi, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: not_found, 405: not_allowed, HTTPException: http_error})
+                     exception_handlers={404: not_found, 405: not_allowed, HTTPException: http_error,
+                                         Exception: bug})
 
 
 def bind_socket(host, port, backlog):

@@ -189,3 +189,20 @@ def test_a_model_that_fails_to_load_stops_the_server_with_one_line(trained_run, 
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(f"serving {broken} on http://127.0.0.1:")
     assert lines[-1].startswith("error: ") and "\n" not in lines[-1]
+
+
+def test_an_unforeseen_error_is_still_a_json_500(trained_run, monkeypatch):
+    from taskbert.cli import serve_app
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    srv = start_server(trained_run)
+    try:
+        monkeypatch.setattr(serve_app, "parse_inputs", broken)
+        status, _, body = call(srv.address, "POST", "/predict", {"inputs": ["good"]})
+        assert status == 500 and body == {"error": "internal error: RuntimeError"}
+        monkeypatch.undo()
+        assert call(srv.address, "POST", "/predict", {"inputs": ["good"]})[0] == 200
+    finally:
+        srv.stop()
