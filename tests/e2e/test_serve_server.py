@@ -206,3 +206,14 @@ def test_an_unforeseen_error_is_still_a_json_500(trained_run, monkeypatch):
         assert call(srv.address, "POST", "/predict", {"inputs": ["good"]})[0] == 200
     finally:
         srv.stop()
+
+
+def test_a_busy_port_is_one_line_before_any_weights_load(trained_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", trained_run, "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: --host/--port: cannot listen on 127.0.0.1:{port}: Address already in use"]
