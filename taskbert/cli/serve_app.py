@@ -84,7 +84,7 @@ class ServeState:
         self.predictor = predictor
         self.ready.set()
 
-    def close(self, timeout=2.0):
+    def close(self, timeout=1.0):
         """Stop the batcher after the queued requests are answered (at most ``timeout`` s)."""
         if self.batcher is not None:
             self.batcher.stop(timeout)
