@@ -1,5 +1,6 @@
 """taskbert export --format onnx: ONNX Runtime and torch give the same predictions."""
 
+import http.client
 import importlib.util
 import json
 import os
@@ -101,6 +102,20 @@ def test_predict_and_serve_accept_the_export_folder(trained, exported, tmp_path)
     assert_same([json.loads(x) for x in a.stdout.splitlines()], [json.loads(x) for x in b.stdout.splitlines()])
     predictor = Predictor(exported)
     assert predictor.backend == "onnxruntime" and predictor.task.name == "sentence_classification"
+    if importlib.util.find_spec("uvicorn") is None:
+        return
+    from taskbert.cli.serve import start_server
+
+    srv = start_server(exported)     # over HTTP, through the micro-batcher, as predict gave
+    try:
+        conn = http.client.HTTPConnection(*srv.address, timeout=30)
+        conn.request("POST", "/predict", json.dumps({"inputs": TEXTS}), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert_same(json.loads(resp.read())["predictions"], [json.loads(x) for x in b.stdout.splitlines()])
+        assert srv.state.predictor.backend == "onnxruntime"
+    finally:
+        srv.stop()
 
 
 def test_torchscript_exporter_agrees_too(trained, tmp_path):

@@ -140,10 +140,11 @@ def test_task_options_that_do_not_shape_the_model_change_at_predict_time(trained
 
 
 def test_serve_takes_task_options_too(trained_run):
-    from taskbert.cli.serve import make_server
+    pytest.importorskip("uvicorn")
+    from taskbert.cli.serve import start_server
 
-    srv = make_server(trained_run, "127.0.0.1", 0, quiet=True, task_options={"text_field": "review"})
+    srv = start_server(trained_run, "127.0.0.1", 0, task_options={"text_field": "review"})
     try:
-        assert srv.predictor.task.options.text_field == "review"
+        assert srv.state.predictor.task.options.text_field == "review"
     finally:
-        srv.server_close()
+        srv.stop()
