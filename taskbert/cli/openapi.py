@@ -18,7 +18,7 @@ def _answer(description, schema=ERROR, retry=False):
 
 def openapi_description(state):
     """The description as a dict, with ``state``'s limits and task name."""
-    task = state.predictor.task.name if state.predictor is not None else None
+    task = state.predictor.name if state.predictor is not None else None
     return {
         "openapi": "3.0.3",
         "info": {"title": "taskbert serve", "version": "1",

@@ -26,6 +26,17 @@ class LoadedModel:
         self.prepared = False   # plugins' taskbert_prepare_model runs on first use
 
 
+def run_tasks(path):
+    """``{name: model folder}`` of a run of several tasks (``path`` or ``path/best``), else None."""
+    from ..multitask import member_folders
+
+    for candidate in (path, os.path.join(path, "best")):
+        names = member_folders(candidate)
+        if names is not None:
+            return {name: os.path.join(candidate, name) for name in names}
+    return None
+
+
 def task_folder(path, task=None):
     """The folder to load for ``--task``: ``path`` itself, or for a multi-task run (or its
     ``best/``) the model folder of task ``task`` (``best/NAME``)."""

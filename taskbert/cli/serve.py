@@ -43,12 +43,21 @@ class BadRequest(Exception):
 
 
 class Predictor:
-    """A run folder (torch) or an ONNX export folder behind one ``predict(examples)``."""
+    """A run folder (torch) or an ONNX export folder behind one ``predict(examples)``; a run of
+    several tasks (``tasks:``) is one Predictor per task in ``members``, and its examples are
+    ``(task name, example)`` pairs (:meth:`task_for` picks the task of a request)."""
 
     def __init__(self, path, batch_size=64, task_options=None):
         from .export import OnnxModel, is_export_folder
+        from .runs import run_tasks
 
-        self.batch_size = batch_size
+        self.batch_size, self.members = batch_size, None
+        folders = run_tasks(path)
+        if folders is not None:
+            self.members = {name: Predictor(folder, batch_size, task_options) for name, folder in folders.items()}
+            self.backend, self.task = "torch", None
+            self.name = "tasks " + ", ".join(f"{n} ({p.task.name})" for n, p in self.members.items())
+            return
         if is_export_folder(path):
             self.backend = "onnxruntime"
             self._onnx = OnnxModel(path, task_options=task_options)
@@ -59,9 +68,29 @@ class Predictor:
             self.backend = "torch"
             self._loaded = load_run(path, task_options)
             self.task = self._loaded.task
+        self.name = self.task.name   # for /health and the log
+
+    def task_for(self, payload):
+        """The task of a request body: the one task, or the member its ``"task"`` names."""
+        if self.members is None:
+            return self.task
+        name = payload.get("task") if isinstance(payload, dict) else None
+        if name not in self.members:
+            given = "missing" if name is None else f"{name!r} is not a task of this run"
+            raise BadRequest(400, f"task: {given}; send {{\"task\": NAME, \"inputs\": [...]}} with NAME one "
+                                  f"of: {', '.join(self.members)}")
+        return self.members[name].task
 
     def predict(self, examples):
-        """One prediction dict per example."""
+        """One prediction dict per example (per ``(task name, example)`` pair for several tasks)."""
+        if self.members is not None:   # each task's examples in one call, answers put back in order
+            out, by_task = [None] * len(examples), {}
+            for i, (name, example) in enumerate(examples):
+                by_task.setdefault(name, []).append((i, example))
+            for name, items in by_task.items():
+                for (i, _), pred in zip(items, self.members[name].predict([ex for _, ex in items])):
+                    out[i] = pred
+            return out
         if self.backend == "onnxruntime":
             return self._onnx.predict(examples, self.batch_size)
         from .runs import predict_examples
@@ -69,13 +98,14 @@ class Predictor:
         return predict_examples(self._loaded, examples, self.batch_size)
 
 
-def parse_inputs(payload, task, max_inputs):
-    """Examples from a request body's JSON; BadRequest naming the bad part."""
+def parse_inputs(payload, task, max_inputs, keys=("inputs",)):
+    """Examples from a request body's JSON; BadRequest naming the bad part. ``keys``: the
+    body's allowed keys (a run of several tasks takes ``task`` too)."""
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise BadRequest(400, 'body: expected a JSON object {"inputs": [text or record, ...]}')
-    extra = sorted(set(payload) - {"inputs"})
+    extra = sorted(set(payload) - set(keys))
     if extra:
-        raise BadRequest(400, f"body: unknown key {extra[0]!r}; allowed: inputs")
+        raise BadRequest(400, f"body: unknown key {extra[0]!r}; allowed: {', '.join(keys)}")
     inputs = payload["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest(400, "inputs: expected a non-empty list of texts or records")
@@ -109,10 +139,11 @@ def check_folder(path, task_options=None):
     """Refuse, before binding a port or loading weights, a folder that is neither a run nor
     an export, or a ``--task-option`` its task does not take (SpecError, exit 2)."""
     from .export import is_export_folder
-    from .runs import find_model_folder, load_task
+    from .runs import find_model_folder, load_task, run_tasks
 
-    if not is_export_folder(path):
-        load_task(find_model_folder(path), task_options)
+    for folder in (run_tasks(path) or {None: path}).values():
+        if not is_export_folder(folder):
+            load_task(find_model_folder(folder), task_options)
 
 
 def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=64,
@@ -147,9 +178,11 @@ def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs
 @click.option("--task-option", "task_opts", multiple=True, metavar="KEY=VALUE",
               help="change a task option that does not shape the model, as for taskbert predict")
 @click.option("--quiet", is_flag=True, help="no access log")
+@click.option("--task", "task_name", metavar="NAME",
+              help="serve one task of a run of several (default: all, chosen by each request's \"task\")")
 @friendly
 def serve(run_dir, host, port, max_bytes, max_inputs, max_batch, max_wait_ms, max_queue, max_connections,
-          shutdown_timeout, task_opts, quiet):
+          shutdown_timeout, task_opts, quiet, task_name):
     """Serve predictions over HTTP: POST /predict {"inputs": [...]}, GET /health, /ready,
     /metrics, /openapi.json."""
     try:
@@ -158,8 +191,11 @@ def serve(run_dir, host, port, max_bytes, max_inputs, max_batch, max_wait_ms, ma
     except ImportError as exc:
         raise SpecError(f"taskbert serve needs the serve extra ({exc.name} is not installed): "
                         f"{INSTALL_HINT}") from None
-    from .runs import task_option_overrides
+    from .runs import run_tasks, task_folder, task_option_overrides
     from .serve_app import ServeState, bind_socket, uvicorn_server
+
+    if task_name is not None or run_tasks(run_dir) is None:
+        run_dir = task_folder(run_dir, task_name)
 
     overrides = task_option_overrides(task_opts)
     check_folder(run_dir, overrides)

@@ -70,7 +70,7 @@ class ServeState:
             predictor = Predictor(self.path, self.batch_size, self.task_options)
             self._start(predictor)
             if not self.quiet:
-                print(f"model loaded ({predictor.task.name}, {predictor.backend}) in "
+                print(f"model loaded ({predictor.name}, {predictor.backend}) in "
                       f"{time.monotonic() - start:.1f}s: ready", file=sys.stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 (reported by the command, which exits)
             self.load_error = exc
@@ -97,8 +97,10 @@ def build_app(state):
     async def health(request):
         p = state.predictor
         return json_response(200, {"status": "ok", "ready": p is not None,
-                                   "task": p.task.name if p else None, "backend": p.backend if p else None,
-                                   "predict": 'POST /predict {"inputs": [...]}',
+                                   "task": p.name if p else None, "backend": p.backend if p else None,
+                                   **({"tasks": list(p.members)} if p and p.members else {}),
+                                   "predict": 'POST /predict {"task": NAME, "inputs": [...]}' if p and p.members
+                                   else 'POST /predict {"inputs": [...]}',
                                    "max_bytes": state.max_bytes, "max_inputs": state.max_inputs})
 
     async def ready(request):
@@ -155,7 +157,11 @@ def build_app(state):
             raise BadRequest(400, f"body: not UTF-8 (byte {exc.start})") from exc
         except ValueError as exc:
             raise BadRequest(400, f"body: malformed JSON: {exc}") from exc
-        examples = parse_inputs(payload, state.predictor.task, state.max_inputs)
+        p = state.predictor
+        examples = parse_inputs(payload, p.task_for(payload), state.max_inputs,
+                                ("inputs", "task") if p.members else ("inputs",))
+        if p.members:   # several tasks: the batcher's calls may mix them; the predictor sorts them out
+            examples = [(payload["task"], ex) for ex in examples]
         try:
             future = state.batcher.submit(examples)
         except QueueFull as exc:

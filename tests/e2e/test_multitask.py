@@ -210,3 +210,47 @@ def test_a_single_task_spec_refuses_mixing(tmp_path):
         spec_from_dict(spec, str(tmp_path / "spec.yaml"))
     spec["train"] = {"mixing": "proportional", "mixing_temperature": 2.0}   # the defaults, as spec.yaml has them
     assert spec_from_dict(spec, str(tmp_path / "spec.yaml")).tasks is None
+
+
+def test_serve_routes_each_request_to_its_task(trained):
+    pytest.importorskip("uvicorn")
+    import http.client
+
+    from taskbert.cli.serve import start_server
+
+    _, _, run_dir, root = trained
+    preds = read_jsonl(os.path.join(run_dir, "predictions.jsonl"))
+
+    def post(address, body):
+        conn = http.client.HTTPConnection(*address, timeout=30)
+        conn.request("POST", "/predict", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read())
+        conn.close()
+        return out
+
+    server = start_server(run_dir)
+    try:
+        texts = [json.loads(line) for line in open(root / "s_dev.jsonl")][:5]
+        words = [json.loads(line) for line in open(root / "n_dev.jsonl")][:5]
+        status, out = post(server.address, {"task": "sentiment", "inputs": texts})
+        assert status == 200 and [p["label"] for p in out["predictions"]] == [
+            p["label"] for p in preds if p["task"] == "sentiment"][:5]
+        status, out = post(server.address, {"task": "names", "inputs": words})
+        assert status == 200 and [p["tags"] for p in out["predictions"]] == [
+            p["tags"] for p in preds if p["task"] == "names"][:5]
+        status, out = post(server.address, {"inputs": ["alice went to paris"]})
+        assert status == 400 and out["error"].startswith("task: missing;") and "sentiment, names" in out["error"]
+        status, out = post(server.address, {"task": "nope", "inputs": ["x"]})
+        assert status == 400 and "'nope' is not a task of this run" in out["error"]
+        conn = http.client.HTTPConnection(*server.address, timeout=30)
+        conn.request("GET", "/health")
+        assert json.loads(conn.getresponse().read())["tasks"] == ["sentiment", "names"]
+    finally:
+        server.stop()
+    one = start_server(os.path.join(run_dir, "best", "names"))   # one task's folder: a plain server
+    try:
+        status, out = post(one.address, {"inputs": [words[0]]})
+        assert status == 200 and out["predictions"][0]["tags"] == [p["tags"] for p in preds if p["task"] == "names"][0]
+    finally:
+        one.stop()

@@ -120,6 +120,9 @@ class Gated:
         self.task, self.backend = self.inner.task, self.inner.backend
         self.gate, self.entered = threading.Event(), threading.Event()
 
+    def __getattr__(self, name):   # name, members, task_for: the real predictor's
+        return getattr(self.inner, name)
+
     def predict(self, examples):
         self.entered.set()
         assert self.gate.wait(30)
