@@ -34,6 +34,9 @@ class EncoderSpec:
     revision: Optional[str] = None
     trust_remote_code: bool = field(default=False, metadata={
         "help": "run code shipped with a hub model; off unless you trust it"})
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = field(default="auto", metadata={
+        "help": "attention kernel: auto (sdpa where the architecture has it, else eager), sdpa, "
+                "eager, or flash_attention_2 (CUDA with the flash-attn package)"})
 
 
 @dataclass(frozen=True)
