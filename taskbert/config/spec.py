@@ -96,6 +96,8 @@ class TrainSpec:
     mixing_temperature: float = field(default=2.0, metadata={"gt": 0,
         "help": "mixing: temperature draws a task with odds batches ** (1 / T)"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = field(default=False, metadata={
+        "help": "train under torch.compile (off by default; not yet measured on a GPU)"})
     threads: Optional[int] = field(default=None, metadata={"min": 1})
     loggers: tuple[str, ...] = ("console",)
 
