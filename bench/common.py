@@ -23,8 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------- hardware / memory
 
 
-def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int = 2048) -> float:
-    """Return the fp32 ``torch.matmul`` throughput in GFLOP/s for an ``n x n`` square product.
+def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int = 2048,
+                        device: str = "cpu") -> float:
+    """Return the fp32 ``torch.matmul`` throughput in GFLOP/s for an ``n x n`` square product
+    (``device="cuda"``: the bf16 throughput on the GPU, :func:`bench.gpu.measure_cuda_matmul_peak`).
 
     Uses torch's current thread count, or ``threads`` for the duration of the call (restored
     afterwards). The time budget is split into short chunks and the best chunk's rate is
@@ -33,6 +35,10 @@ def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int
     """
     import torch
 
+    if device == "cuda":
+        from bench.gpu import measure_cuda_matmul_peak
+
+        return measure_cuda_matmul_peak(seconds)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

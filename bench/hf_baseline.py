@@ -25,20 +25,21 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import common  # noqa: E402
+from bench import common, gpu  # noqa: E402
 from bench.common import count_nonembedding_params, peak_rss_mb, train_flops  # noqa: E402
 
 MODES = ("pad_max", "dynamic", "group_by_length")
 TASKS = ("classification", "token_classification")
 
 
-def run_in_subprocess(func_name: str, kwargs: dict[str, Any], timeout: float | None = None) -> dict:
+def run_in_subprocess(func_name: str, kwargs: dict[str, Any], timeout: float | None = None,
+                      env: dict[str, str] | None = None) -> dict:
     """Call ``func_name(**kwargs)`` of this module in a fresh Python process; return its result dict.
 
     Runs ``python -m bench.hf_baseline --worker func_name --kwargs-json @file``; kwargs and the
     result must be JSON-serialisable.
     """
-    return common.run_in_subprocess("bench.hf_baseline", func_name, kwargs, timeout=timeout)
+    return common.run_in_subprocess("bench.hf_baseline", func_name, kwargs, timeout=timeout, env=env)
 
 
 # --------------------------------------------------------------------------- features
@@ -117,6 +118,7 @@ def _make_step_timer():
             self.cpu: list[float] = []  # process CPU time, all threads: see "cpu_share"
 
         def on_step_end(self, args, state, control, **kwargs):
+            gpu.device_sync()   # on a GPU: the step's kernels have run
             self.times.append(time.perf_counter())
             self.cpu.append(time.process_time())
 
@@ -131,7 +133,7 @@ def train_hf(
     eval_labels: list, task: str = "classification", max_length: int = 128, batch_size: int = 32,
     lr: float = 5e-5, max_steps: int = 100, seed: int = 13, warmup_ratio: float = 0.1,
     warmup_steps_excluded: int = 5, peak_gflops: float | None = None, save_dir: str | None = None,
-    bf16: bool = False,
+    bf16: bool = False, device: str = "cpu",
 ) -> dict:
     """Fine-tune with the stock ``Trainer`` in one padding ``mode`` and return speed and quality figures.
 
@@ -195,9 +197,9 @@ def train_hf(
         args = TrainingArguments(
             output_dir=out_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
             per_device_eval_batch_size=batch_size, learning_rate=lr, warmup_steps=warmup_ratio,
-            seed=seed, data_seed=seed, use_cpu=True, bf16=bf16, fp16=False,
+            seed=seed, data_seed=seed, use_cpu=device == "cpu", bf16=bf16, fp16=False,
             dataloader_num_workers=0,  # workers cost ~8% on 2 cores (ASSETS.md)
-            dataloader_pin_memory=False,
+            dataloader_pin_memory=device == "cuda",   # as taskbert's to_device pins on CUDA
             train_sampling_strategy="group_by_length" if mode == "group_by_length" else "random",
             save_strategy="no", eval_strategy="no", logging_strategy="no",
             report_to="none", disable_tqdm=True,
@@ -238,7 +240,7 @@ def train_hf(
     model_gflops_per_s = flops / seconds / 1e9
 
     result = {
-        "mode": mode, "task": task, "bf16": bf16, "threads": torch.get_num_threads(),
+        "mode": mode, "task": task, "bf16": bf16, "device": device, "threads": torch.get_num_threads(),
         "batch_size": batch_size, "max_length": max_length,
         "steps": steps, "timed_steps": timed, "seconds": seconds,
         "samples_per_s": samples / seconds,
@@ -264,6 +266,7 @@ def train_hf(
     result["step_s_median"] = step_s[len(step_s) // 2] if step_s else None
     result.update(_score(pred, task, id2label))
     result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_gpu_mb"] = gpu.peak_gpu_mb()
     # A high load average means another process shared the cores: the timings are suspect.
     result["loadavg_1m"] = os.getloadavg()[0]
     return result
@@ -294,13 +297,14 @@ def _score(pred, task: str, id2label: dict[int, str]) -> dict:
 
 
 def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, warmup: int = 32,
-                        repeats: int = 5) -> dict:
+                        repeats: int = 5, device: str = "cpu") -> dict:
     """Time ``pipeline("text-classification", device=-1, batch_size=...)`` over ``texts``.
 
     The model loads in fp32 explicitly (``dtype="auto"`` would follow the checkpoint, and bf16 is
     ~6x slower on CPUs without bf16 units). The first ``warmup`` texts are run once untimed so
     first-call allocation is not counted; then every text is timed in one call, as a user would,
     ``repeats`` times (the median counts: :func:`bench.common.timed_median`).
+    ``device="cuda"`` runs it on the GPU (``device=0``), still in fp32 as ``taskbert predict``.
     Inputs longer than the model's limit are truncated. Returns ``sentences_per_s``, ``seconds``,
     ``load_s``, ``cpu_share`` (as in :func:`train_hf`),
     ``labels`` (predicted label names, in input order), ``n``, ``peak_rss_mb``.
@@ -309,7 +313,7 @@ def predict_hf_pipeline(model_dir: str, texts: list[str], batch_size: int = 32, 
     from transformers import pipeline
 
     t0 = time.perf_counter()
-    clf = pipeline("text-classification", model=model_dir, device=-1, batch_size=batch_size,
+    clf = pipeline("text-classification", model=model_dir, device=0 if device == "cuda" else -1, batch_size=batch_size,
                    dtype=torch.float32)
     load_s = time.perf_counter() - t0
     if warmup:

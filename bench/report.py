@@ -51,10 +51,12 @@ def markdown(res) -> str:
                      f"{r['steps'] - r['timed_steps']} untimed" for name, block in res["train"].items()
                      for r in list(block.values())[:1])
          + (" (the second epoch is timed)" if res["args"]["steps"] is None else "")
-         + f", fp32 unless a row says bf16, {res['threads']} threads. "
+         + (", bf16 on both sides (the Trainer's bf16=True, taskbert's precision: auto)"
+            if res.get("device") == "cuda" else ", fp32 unless a row says bf16")
+         + f", {res['threads']} threads. "
          f"Each configuration ran in its own process after waiting for an idle CPU; `cpu` is the "
          f"share of the cores the process got in its timed window (about 100% = undisturbed).\n",
-         f"fp32 matmul peak measured in this run: **{res['peak_gflops']:.1f} GFLOP/s** "
+         f"{res.get('peak_dtype', 'fp32')} matmul peak measured in this run: **{res['peak_gflops']:.1f} GFLOP/s** "
          f"(MFU = model FLOPs on real, non-pad tokens per second / this peak). Total benchmark "
          f"time {res['total_s'] / 60:.1f} min.\n"]
     for name, block in res["train"].items():

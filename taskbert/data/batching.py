@@ -210,10 +210,17 @@ def _stack_vectors(key, values):
 
 
 def to_device(batch, device):
-    """Move the tensors of a batch to ``device`` (lists stay)."""
+    """Move the tensors of a batch to ``device`` (lists stay); on a CPU the batch as it is.
+
+    To CUDA each tensor is first copied into page-locked (pinned) host memory: only from there
+    is ``non_blocking=True`` an asynchronous copy that lets the host collate the next batch
+    while the GPU works (from pageable memory the copy waits for the host). torch's pinned
+    allocator keeps the host buffer until the copy is done. Other devices copy directly.
+    """
     if str(device) == "cpu":
         return batch
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+    pin = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()}
 
 

@@ -28,6 +28,7 @@ from ..inference import run_inference
 from ..task import batch_loss
 from . import checkpoint as ckpt
 from .checkpoint import rng_state, set_rng_state
+from .compiling import compile_model
 from .distributed import World
 from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
 
@@ -90,7 +91,8 @@ class Trainer:
             self._restore()
         elif self.world.enabled:  # every rank draws its own dropout masks
             torch.manual_seed(t.seed + 1 + self.world.rank)
-        self.train_model = self.world.wrap(model, self._probe)  # DDP with several processes
+        # DDP with several processes, then torch.compile when train.compile asks (DDP's order)
+        self.train_model = compile_model(self.world.wrap(model, self._probe), t.compile)
         if self.world.is_main:
             if t.precision == "auto" and self.amp_dtype is not None:   # say what auto chose
                 print(f"precision: auto trains in {str(self.amp_dtype).removeprefix('torch.')} autocast on "

@@ -63,6 +63,34 @@ def test_prepare_model_swaps_exact_equivalents_on_a_cpu(tiny_encoder, fresh_plug
     assert not any(isinstance(m, HashDropout) for m in third.modules())
 
 
+def test_prepare_model_leaves_a_cuda_model_as_it_is(tiny_encoder, fresh_plugins, monkeypatch):
+    """The plugin never acts on CUDA (a CPU build of torch names the device without having
+    it; the hook moves nothing): no hashed dropout, the stock encoder pass, no packed weights,
+    malloc left alone, in either phase."""
+    import taskbert_cpu.memory
+    import taskbert_cpu.packed
+    from taskbert.encoder import load_model
+    from taskbert.task import TaskModel
+    from taskbert_cpu.dropout import HashDropout
+    from taskbert_plugins.classification import SentenceClassification
+
+    touched = []
+    monkeypatch.setattr(taskbert_cpu.memory, "keep_freed_memory", lambda: touched.append("malloc"))
+    monkeypatch.setattr(taskbert_cpu.packed, "pack_linear_weights", lambda m: touched.append("packed"))
+    task = SentenceClassification()
+    task.labels = ["neg", "pos"]
+    encoder = load_model(tiny_encoder)
+    model = TaskModel(encoder, task.build_head(encoder))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kinds = [type(m) for m in model.modules()]
+    for phase in ("train", "predict"):
+        plugin_mod.hook().taskbert_prepare_model(model=model, device=torch.device("cuda", 0), phase=phase)
+    assert model.encoder_pass is whole_encoder
+    assert [type(m) for m in model.modules()] == kinds and HashDropout not in kinds
+    assert not touched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_disabled_plugin_gives_the_same_model(tmp_path, tiny_encoder, sentiment_data, fresh_plugins, monkeypatch):
     """The tiny encoder has no dropout and the head's is set to 0, so the masks draw nothing:
     with and without the plugin the run must reach the same weights and predictions."""

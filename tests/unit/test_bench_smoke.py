@@ -35,12 +35,14 @@ def test_bench_run_tiny(tmp_path, monkeypatch):
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
     assert res["peak_gflops"] > 0
+    assert res["device"] == "cpu" and res["peak_dtype"] == "fp32"
     for name, task_res in res["train"].items():
         assert set(task_res) == {"dynamic", "taskbert"}, name
         for mode, r in task_res.items():
             assert r["steps"] == 4 and r["timed_steps"] == 3, (name, mode)
             assert r["samples_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
             assert 0 <= r["accuracy"] <= 1 and r["peak_rss_mb"] > 0
+            assert r["peak_gpu_mb"] is None   # --device cpu: the workers see no GPU
             assert len(r["runs"]) == 2 and r["samples_per_s"] in r["runs"]   # the median run's
         # the ratio is paired within each round: two rounds, two ratios, their median reported
         ratio = task_res["dynamic"]["ratio"]

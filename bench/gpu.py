@@ -1,0 +1,83 @@
+"""The GPU side of the benchmark (``python -m bench.run --device cuda``): the bf16 matmul peak
+that a GPU run's MFU divides by, step timing that waits for the GPU, peak GPU memory, and the
+``--device`` checks. Nothing here has run on a GPU yet (docs/speed.md, "On a GPU")."""
+
+import sys
+import time
+
+
+def measure_cuda_matmul_peak(seconds: float = 3.0, n: int = 8192) -> float:
+    """The bf16 ``torch.matmul`` throughput of the current CUDA device in GFLOP/s (the best
+    chunk of about 0.5 s, as :func:`bench.common.measure_matmul_peak`): the denominator of a GPU run's MFU.
+    Kernels run asynchronously, so each chunk is timed between two ``synchronize`` calls; n is
+    large (8192) so that the tensor cores, not the launch overhead, set the rate."""
+    import torch
+
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):   # warm-up: cuBLAS picks its kernel, the clocks ramp up
+        torch.matmul(a, b, out=out)
+    torch.cuda.synchronize()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while True:
+        t0, iters = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.5:
+            for _ in range(10):
+                torch.matmul(a, b, out=out)
+            iters += 10
+            torch.cuda.synchronize()
+        best = max(best, 2.0 * n**3 * iters / (time.perf_counter() - t0) / 1e9)
+        if time.perf_counter() >= deadline:
+            return best
+
+
+def device_sync() -> None:
+    """Wait for the GPU's queued work when this process has used CUDA (a step timer reads the
+    clock after it, or it would time the launches, not the work); nothing on a CPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_gpu_mb() -> float | None:
+    """The most GPU memory this process's tensors held, in MiB (``max_memory_allocated``);
+    None when it has not used CUDA."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+def device_env(device: str) -> dict[str, str]:
+    """Environment for a benchmark worker: on ``cpu`` CUDA is hidden, so that taskbert (which
+    takes a GPU when it sees one) and the Trainer both run on the CPU of a GPU machine."""
+    return {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+
+
+def taskbert_precision(args, mode):
+    """``train.precision`` of a taskbert configuration: on CUDA its default, ``auto`` (bf16
+    where the GPU has it), against the Trainer's ``bf16=True``; on a CPU fp32 unless the mode
+    is a ``_bf16`` one."""
+    if args.device == "cuda":
+        return "auto"
+    return "bf16" if mode.endswith("_bf16") else "fp32"
+
+
+def check_device(args):
+    """``--device cuda`` needs a GPU torch can see, and replaces ``--bf16`` (both sides train in
+    bf16 on CUDA): one line on stderr and exit 2 otherwise."""
+    import torch
+
+    if args.device != "cuda":
+        return
+    why = None
+    if not torch.cuda.is_available():
+        why = f"no CUDA device is visible to torch {torch.__version__}; use --device cpu"
+    elif args.bf16:
+        why = "--bf16 is for a CPU; on CUDA both sides train in bf16 already; leave --bf16 out"
+    if why:
+        print(f"bench.run: --device cuda: {why}", file=sys.stderr)
+        raise SystemExit(2)
