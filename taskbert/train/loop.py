@@ -30,7 +30,8 @@ from . import checkpoint as ckpt
 from .checkpoint import rng_state, set_rng_state
 from .compiling import compile_model
 from .distributed import World
-from .optim import build_optimizer, clipped_step, linear_schedule, pick_precision
+from .optim import build_optimizer, linear_schedule, pick_precision
+from .scaling import LossScaler
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -63,6 +64,7 @@ class Trainer:
         self.world = world or World()
         self.device = self.world.device
         self.amp_dtype = pick_precision(spec.train.precision, self.device)
+        self.scaling = LossScaler(self.amp_dtype, self.device)   # fp16: loss scaling
         self.metric = spec.train.metric or task.default_metric
         self.metric_key = self.metric if "/" in self.metric else f"validation/{self.metric}"
         self.higher = task.greater_is_better(self.metric)
@@ -151,7 +153,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 loss = batch_loss(self.train_model(batch), batch)   # scalar, mean over this rank's rows
-            ((loss if weight == 1 else loss * weight) / t.grad_accum).backward()
+            self.scaling.backward((loss if weight == 1 else loss * weight) / t.grad_accum)
         value = loss.item() if mine else 0.0
         tokens = int(batch["attention_mask"].sum()) if mine else 0
         if self.world.enabled:  # the mean over the whole batch, the same on every rank
@@ -165,14 +167,10 @@ class Trainer:
         self.window["tokens"] += tokens
 
     def _optimizer_step(self):
-        t = self.spec.train
-        if t.max_grad_norm:
-            norm = clipped_step(self.optimizer, t.max_grad_norm)
-            if not torch.isfinite(norm):
-                self._fail(f"the gradient norm is {float(norm)}")
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        norm, skipped = self.scaling.step(self.optimizer, self.spec.train.max_grad_norm)
+        if norm is not None and not skipped and not torch.isfinite(norm):   # fp16 overflows are skipped
+            self._fail(f"the gradient norm is {float(norm)}")
+        self.scaling.schedule(self.scheduler, skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.bar.update(1)
@@ -308,7 +306,7 @@ class Trainer:
                  "stale": self.stale, "stop": self.stop, "window": self.window,
                  "best_value": self.best_value, "best_step": self.best_step,
                  "metrics_lines": len(self.history), "total_steps": self.total_steps,
-                 "world_size": self.world.world}
+                 "world_size": self.world.world, "loss_scale": self.scaling.state_dict()}
         rngs = self.world.gather(rng_state())  # each rank's dropout stream
         if self.world.is_main:
             try:
@@ -338,6 +336,7 @@ class Trainer:
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
         self.stale, self.stop, self.window = state["stale"], state["stop"], state["window"]
         self.best_value, self.best_step = state["best_value"], state["best_step"]
+        self.scaling.load_state_dict(state.get("loss_scale"))
         path = os.path.join(self.run_dir, "metrics.jsonl")
         lines = []
         if os.path.exists(path):  # lines logged after the checkpoint are logged again

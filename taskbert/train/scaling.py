@@ -1,0 +1,73 @@
+"""Loss scaling for fp16 autocast (``train.precision: fp16``, or ``auto`` on a GPU without bf16).
+
+fp16 holds numbers down to about 6e-8: small gradients of a BERT underflow to zero unless the
+loss is scaled up before ``backward`` and the gradients scaled back down before the step.
+``torch.amp.GradScaler`` does that and adapts the scale: an overflow (an inf or NaN
+gradient) skips that step and halves the scale; 2,000 good steps in a row double it. In fp16
+an overflow is expected now and then, so it is not the failed run it is in fp32 or bf16 (there
+the loop stops on a non-finite gradient). bf16 has fp32's range and needs no scaling.
+"""
+
+import warnings
+
+import torch
+
+from .optim import clipped_step
+
+
+class LossScaler:
+    """``backward`` and the optimizer ``step`` of the loop, with a GradScaler in fp16 and
+    without one otherwise (then exactly what the loop did before: :func:`~.optim.clipped_step`)."""
+
+    def __init__(self, amp_dtype, device):
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        self.skipped = 0   # steps skipped for an overflow (fp16 only)
+
+    def backward(self, loss):
+        """``loss.backward()``, the loss scaled first in fp16."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer, max_grad_norm):
+        """Clip (``max_grad_norm``, None: no clipping) and step; returns ``(norm, skipped)``:
+        the gradient norm before clipping (None when not computed) and whether the step was
+        skipped for an fp16 overflow. Without a scaler a non-finite norm returns before any
+        update (the caller fails the run)."""
+        if self.scaler is None:
+            if max_grad_norm:
+                return clipped_step(optimizer, max_grad_norm), False
+            optimizer.step()
+            return None, False
+        self.scaler.unscale_(optimizer)   # the gradients as they are, for the norm and the clip
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if not torch.isfinite(norm):   # an overflow: no update; the scale halves
+            self.scaler.update()
+            self.skipped += 1
+            return norm, True
+        if max_grad_norm:
+            torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, norm)
+        self.scaler.step(optimizer)   # the gradients are unscaled already: not divided again
+        self.scaler.update()
+        return norm, False
+
+    @staticmethod
+    def schedule(scheduler, skipped):
+        """``scheduler.step()``: the schedule moves on after a skipped step too (the step count
+        is the run's), without torch's warning that the optimizer did not step first."""
+        with warnings.catch_warnings():
+            if skipped:
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            scheduler.step()
+
+    def state_dict(self):
+        """The scaler's state (scale, growth tracker) and the skipped count, for checkpoints;
+        None without a scaler."""
+        if self.scaler is None:
+            return None
+        return {"scaler": self.scaler.state_dict(), "skipped": self.skipped}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` (a checkpoint without one leaves the fresh scaler)."""
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state["scaler"])
+            self.skipped = state.get("skipped", 0)
