@@ -90,10 +90,6 @@ class MultiTask(Task):
             exs.append(ex)
         return out
 
-    def setup(self, examples):
-        for m, task in enumerate(self.members):
-            task.setup({s: [ex for mm, ex in exs if mm == m] for s, exs in examples.items()})
-
     def added_tokens(self):
         tokens = []
         for task in self.members:
@@ -191,25 +187,21 @@ class MultiTask(Task):
         return predictions
 
     def score(self, predictions, examples):
-        metrics, defaults = {}, []
-        for m, (where, exs) in sorted(self._by_member(examples).items()):
+        metrics, defaults, present = {}, [], self._by_member(examples)
+        for m, (where, exs) in sorted(present.items()):
             task, name = self.members[m], self.names[m]
             preds = [{k: v for k, v in predictions[pos].items() if k != "task"} for pos in where]
             scores = task.score(preds, exs)
             metrics.update({f"{name}/{k}": v for k, v in scores.items()})
             if task.default_metric in scores:
                 defaults.append(scores[task.default_metric])
-        if defaults and len(defaults) == len(self._by_member(examples)):
+        if defaults and len(defaults) == len(present):
             metrics["mean"] = sum(defaults) / len(defaults)
         return metrics
 
     def gold(self, example):
         m, ex = example
         return self.members[m].gold(ex)
-
-    def label_list(self, example):
-        m, ex = example
-        return self.members[m].label_list(ex)
 
     def on_train_start(self, trainer):
         for task in self.members:
@@ -219,14 +211,7 @@ class MultiTask(Task):
         for task in self.members:
             task.on_train_end(trainer, metrics)
 
-    # ---------------------------------------------------------------- state
-    def state_dict(self):
-        return {name: task.state_dict() for name, task in zip(self.names, self.members)}
-
-    def load_state_dict(self, state):
-        for name, task in zip(self.names, self.members):
-            task.load_state_dict(state.get(name) or {})
-
+    # ------------------------------------------------------------ best/ folders
     def save_best(self, folder, model, tokenizer, spec, extra=None):
         """``folder/NAME/`` for every member (a complete model folder: the shared encoder and
         that member's head) and ``multitask.json``; the whole folder swapped in at once."""

@@ -26,36 +26,39 @@ class LoadedModel:
         self.prepared = False   # plugins' taskbert_prepare_model runs on first use
 
 
-def run_tasks(path):
-    """``{name: model folder}`` of a run of several tasks (``path`` or ``path/best``), else None."""
+def _several_tasks(path):
+    """``(folder, {name: task name})`` of a run of several tasks (``path`` or ``path/best``
+    holds ``multitask.json``), else ``(None, None)``."""
     from ..multitask import member_folders
 
     for candidate in (path, os.path.join(path, "best")):
         names = member_folders(candidate)
         if names is not None:
-            return {name: os.path.join(candidate, name) for name in names}
-    return None
+            return candidate, names
+    return None, None
+
+
+def run_tasks(path):
+    """``{name: model folder}`` of a run of several tasks (``path`` or ``path/best``), else None."""
+    folder, names = _several_tasks(path)
+    return None if names is None else {name: os.path.join(folder, name) for name in names}
 
 
 def task_folder(path, task=None):
     """The folder to load for ``--task``: ``path`` itself, or for a multi-task run (or its
     ``best/``) the model folder of task ``task`` (``best/NAME``)."""
-    from ..multitask import member_folders
-
-    for candidate in (path, os.path.join(path, "best")):
-        names = member_folders(candidate)
-        if names is None:
-            continue
-        listed = ", ".join(f"{n} ({t})" for n, t in names.items())
-        if task is None:
-            raise SpecError(f"{path}: a run of several tasks ({listed}); pass --task NAME to choose one "
-                            f"(or give {os.path.join(candidate, 'NAME')})")
-        if task not in names:
-            raise SpecError(f"--task: {task!r} is not a task of {path}; its tasks: {listed}")
-        return os.path.join(candidate, task)
-    if task is not None:
-        raise SpecError(f"--task: {path} is not a run of several tasks; leave out --task")
-    return path
+    folder, names = _several_tasks(path)
+    if names is None:
+        if task is not None:
+            raise SpecError(f"--task: {path} is not a run of several tasks; leave out --task")
+        return path
+    listed = ", ".join(f"{n} ({t})" for n, t in names.items())
+    if task is None:
+        raise SpecError(f"{path}: a run of several tasks ({listed}); pass --task NAME to choose one "
+                        f"(or give {os.path.join(folder, 'NAME')})")
+    if task not in names:
+        raise SpecError(f"--task: {task!r} is not a task of {path}; its tasks: {listed}")
+    return os.path.join(folder, task)
 
 
 def find_model_folder(path):

@@ -97,7 +97,6 @@ def test_one_encoder_and_a_model_folder_per_task(trained):
 
 
 def test_best_task_folders_load_in_plain_transformers(trained):
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     _, _, run_dir, _ = trained
@@ -106,7 +105,6 @@ def test_best_task_folders_load_in_plain_transformers(trained):
         assert not info["missing_keys"] and not info["unexpected_keys"], (sub, info)
     cls = AutoModelForSequenceClassification.from_pretrained(os.path.join(run_dir, "best", "sentiment"))
     assert cls.config.id2label == {0: "neg", 1: "pos"}
-    assert torch.is_tensor(cls.classifier.weight)
 
 
 def test_predictions_and_predict_with_task(trained, tmp_path):
