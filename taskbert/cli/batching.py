@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-__all__ = ["MicroBatcher", "QueueFull", "BatchStats"]
+__all__ = ["MicroBatcher", "QueueFull", "BatchStats", "percentile"]
 
 
 class QueueFull(Exception):
@@ -136,7 +136,7 @@ class MicroBatcher:
         if self._held is not None:
             job, self._held = self._held, None
             return job
-        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
 
     def _collect(self):
         """The next batch of jobs (None when stopping and nothing is left)."""

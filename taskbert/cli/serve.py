@@ -81,6 +81,15 @@ class Predictor:
                                   f"of: {', '.join(self.members)}")
         return self.members[name].task
 
+    def examples_from(self, payload, max_inputs):
+        """The examples of a request body (:func:`parse_inputs` with this predictor's task), as
+        :meth:`predict` takes them: ``(task name, example)`` pairs for several tasks, whose
+        body names its ``task``."""
+        if self.members is None:
+            return parse_inputs(payload, self.task, max_inputs)
+        examples = parse_inputs(payload, self.task_for(payload), max_inputs, ("inputs", "task"))
+        return [(payload["task"], ex) for ex in examples]
+
     def predict(self, examples):
         """One prediction dict per example (per ``(task name, example)`` pair for several tasks)."""
         if self.members is not None:   # each task's examples in one call, answers put back in order
@@ -191,10 +200,10 @@ def serve(run_dir, host, port, max_bytes, max_inputs, max_batch, max_wait_ms, ma
     except ImportError as exc:
         raise SpecError(f"taskbert serve needs the serve extra ({exc.name} is not installed): "
                         f"{INSTALL_HINT}") from None
-    from .runs import run_tasks, task_folder, task_option_overrides
+    from .runs import task_folder, task_option_overrides
     from .serve_app import ServeState, bind_socket, uvicorn_server
 
-    if task_name is not None or run_tasks(run_dir) is None:
+    if task_name is not None:   # one task of a run of several
         run_dir = task_folder(run_dir, task_name)
 
     overrides = task_option_overrides(task_opts)

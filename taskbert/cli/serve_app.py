@@ -24,7 +24,7 @@ from starlette.routing import Route
 from ..errors import TaskbertError
 from .batching import BatchStats, MicroBatcher, QueueFull
 from .openapi import openapi_description
-from .serve import JSON_TYPES, BadRequest, Predictor, parse_inputs
+from .serve import JSON_TYPES, BadRequest, Predictor
 
 BODY_TIMEOUT = 30.0   # seconds a client may take to send a body it announced
 RETRY_AFTER = "1"     # seconds, in 503 answers
@@ -157,11 +157,7 @@ def build_app(state):
             raise BadRequest(400, f"body: not UTF-8 (byte {exc.start})") from exc
         except ValueError as exc:
             raise BadRequest(400, f"body: malformed JSON: {exc}") from exc
-        p = state.predictor
-        examples = parse_inputs(payload, p.task_for(payload), state.max_inputs,
-                                ("inputs", "task") if p.members else ("inputs",))
-        if p.members:   # several tasks: the batcher's calls may mix them; the predictor sorts them out
-            examples = [(payload["task"], ex) for ex in examples]
+        examples = state.predictor.examples_from(payload, state.max_inputs)
         try:
             future = state.batcher.submit(examples)
         except QueueFull as exc:

@@ -4,8 +4,9 @@ fp16 holds numbers down to about 6e-8: small gradients of a BERT underflow to ze
 loss is scaled up before ``backward`` and the gradients scaled back down before the step.
 ``torch.amp.GradScaler`` does that and adapts the scale: an overflow (an inf or NaN
 gradient) skips that step and halves the scale; 2,000 good steps in a row double it. In fp16
-an overflow is expected now and then, so it is not the failed run it is in fp32 or bf16 (there
-the loop stops on a non-finite gradient). bf16 has fp32's range and needs no scaling.
+a gradient overflow is expected now and then, so it is not the failed run it is in fp32 or
+bf16 (there the loop stops on a non-finite gradient); a loss that is not finite still stops
+the run, in every precision. bf16 has fp32's range and needs no scaling.
 """
 
 import warnings
@@ -37,18 +38,18 @@ class LossScaler:
                 return clipped_step(optimizer, max_grad_norm), False
             optimizer.step()
             return None, False
-        self.scaler.unscale_(optimizer)   # the gradients as they are, for the norm and the clip
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if not torch.isfinite(norm):   # an overflow: no update; the scale halves
-            self.scaler.update()
-            self.skipped += 1
-            return norm, True
-        if max_grad_norm:
-            torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, norm)
-        self.scaler.step(optimizer)   # the gradients are unscaled already: not divided again
+        self.scaler.unscale_(optimizer)   # the gradients as they are; unscale_ records any overflow
+        if max_grad_norm:   # as without a scaler (no update when the norm is not finite)
+            norm = clipped_step(optimizer, max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None])
+            if torch.isfinite(norm):
+                optimizer.step()
+        skipped = not bool(torch.isfinite(norm))   # an overflow: no update, and the scale halves
         self.scaler.update()
-        return norm, False
+        self.skipped += skipped
+        return norm, skipped
 
     @staticmethod
     def schedule(scheduler, skipped):

@@ -120,7 +120,7 @@ class Gated:
         self.task, self.backend = self.inner.task, self.inner.backend
         self.gate, self.entered = threading.Event(), threading.Event()
 
-    def __getattr__(self, name):   # name, members, task_for: the real predictor's
+    def __getattr__(self, name):   # name, members, examples_from: the real predictor's
         return getattr(self.inner, name)
 
     def predict(self, examples):
@@ -195,14 +195,14 @@ def test_a_model_that_fails_to_load_stops_the_server_with_one_line(trained_run, 
 
 
 def test_an_unforeseen_error_is_still_a_json_500(trained_run, monkeypatch):
-    from taskbert.cli import serve_app
+    from taskbert.cli import serve as serve_module
 
     def broken(*args):
         raise RuntimeError("a bug")
 
     srv = start_server(trained_run)
     try:
-        monkeypatch.setattr(serve_app, "parse_inputs", broken)
+        monkeypatch.setattr(serve_module, "parse_inputs", broken)   # called by Predictor.examples_from
         status, _, body = call(srv.address, "POST", "/predict", {"inputs": ["good"]})
         assert status == 500 and body == {"error": "internal error: RuntimeError"}
         monkeypatch.undo()
