@@ -162,8 +162,9 @@ def collate(rows, pad_id, pad_fields, vector_fields=()):
     """Pad and stack a list of feature rows into a batch dict.
 
     ``input_ids`` pads with ``pad_id``, ``token_type_ids`` with 0, fields in
-    ``pad_fields`` (per-token lists) with their value; ``attention_mask`` is built here.
-    Ints and floats become tensors, and so do the fixed-size lists of numbers named in
+    ``pad_fields`` (per-token lists) with their value; ``attention_mask`` is built here, and
+    ``row_lengths``, each row's real tokens as a Python list (read without waiting for a
+    device). Ints and floats become tensors, and so do the fixed-size lists of numbers named in
     ``vector_fields`` (``(rows, size)``); other values stay Python lists.
     """
     width = max(len(r["input_ids"]) for r in rows)
@@ -173,7 +174,8 @@ def collate(rows, pad_id, pad_fields, vector_fields=()):
     for i, r in enumerate(rows):
         input_ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"], dtype=torch.long)
         attention[i, :len(r["input_ids"])] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention}
+    batch = {"input_ids": input_ids, "attention_mask": attention,
+             "row_lengths": [len(r["input_ids"]) for r in rows]}
     for key, value in rows[0].items():
         if key == "input_ids":
             continue

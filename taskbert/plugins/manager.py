@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "taskbert_plugins.features",
     "taskbert_plugins.pretraining",
     "taskbert_cpu",              # speed on a CPU; TASKBERT_DISABLE_PLUGINS=taskbert_cpu turns it off
+    "taskbert_cuda",             # padding-free passes on a GPU; TASKBERT_DISABLE_PLUGINS=taskbert_cuda
 )
 
 ENTRY_POINT_GROUP = "taskbert"

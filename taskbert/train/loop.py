@@ -22,16 +22,26 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import io as tio
-from ..data.batching import batch_fields, collate, pad_id, row_groups, row_parts, to_device, train_batches, units
-from ..errors import RunError, SpecError
+from ..data.batching import (
+    batch_fields,
+    collate,
+    pad_id,
+    row_groups,
+    row_parts,
+    to_device,
+    train_batches,
+    units,
+)
+from ..errors import RunError
 from ..inference import run_inference
 from ..task import batch_loss
 from . import checkpoint as ckpt
-from .checkpoint import rng_state, set_rng_state
+from .checkpoint import rng_state
 from .compiling import compile_model
 from .distributed import World
 from .optim import build_optimizer, linear_schedule, pick_precision
-from .scaling import LossScaler
+from .resume import restore
+from .scaling import DeferredChecks, LossScaler
 
 #: wall-clock fields of metrics.jsonl: the only ones that differ between a resumed run
 #: and an uninterrupted one (they measure this machine's speed, not the model)
@@ -89,8 +99,10 @@ class Trainer:
         _, self.total_steps, warmup = self.plan
         self.optimizer = build_optimizer(model, t.lr, t.weight_decay, self.device)
         self.scheduler = linear_schedule(self.optimizer, warmup, self.total_steps)
+        self.checks = DeferredChecks(self.device, self.world, self.scaling, self.optimizer)
+        self.step_loss = 0.0   # the summed loss of the step's batches (on the device if deferred)
         if self.resume:
-            self._restore()
+            restore(self)   # resume.py: weights, optimizer, RNGs, the place in the epoch ...
         elif self.world.enabled:  # every rank draws its own dropout masks
             torch.manual_seed(t.seed + 1 + self.world.rank)
         # DDP with several processes, then torch.compile when train.compile asks (DDP's order)
@@ -154,22 +166,31 @@ class Trainer:
                                 enabled=self.amp_dtype is not None):
                 loss = batch_loss(self.train_model(batch), batch)   # scalar, mean over this rank's rows
             self.scaling.backward((loss if weight == 1 else loss * weight) / t.grad_accum)
-        value = loss.item() if mine else 0.0
-        tokens = int(batch["attention_mask"].sum()) if mine else 0
+        value = loss.detach() if mine else 0.0   # read back in _optimizer_step (or later)
+        tokens = sum(len(r["input_ids"]) for r in rows) if mine else 0   # counted on the host
         if self.world.enabled:  # the mean over the whole batch, the same on every rank
-            loss_sum, tokens = self.world.sum([value * n_mine, tokens])
+            loss_sum, tokens = self.world.sum([float(value) * n_mine, tokens])
             value, tokens = loss_sum / n_all, int(tokens)
-        if not math.isfinite(value):
-            self._fail(f"train/loss is {value}")
-        self.window["loss"] += value
+        self.step_loss = self.step_loss + value
         self.window["batches"] += 1
         self.window["samples"] += n_all
         self.window["tokens"] += tokens
 
     def _optimizer_step(self):
-        norm, skipped = self.scaling.step(self.optimizer, self.spec.train.max_grad_norm)
-        if norm is not None and not skipped and not torch.isfinite(norm):   # fp16 overflows are skipped
-            self._fail(f"the gradient norm is {float(norm)}")
+        max_norm = self.spec.train.max_grad_norm
+        if self.checks.deferred:   # nothing read back: a bad update is skipped on the device
+            bad = self.checks.flag(self.step_loss)
+            norm, skipped = self.scaling.step(self.optimizer, max_norm, bad)
+            self.checks.record(self.step_loss, norm, bad, self.step + 1)
+        else:
+            value = float(self.step_loss)
+            if not math.isfinite(value):
+                self._fail(f"train/loss is {value}")
+            self.window["loss"] += value
+            norm, skipped = self.scaling.step(self.optimizer, max_norm)
+            if norm is not None and not skipped and not torch.isfinite(norm):   # fp16 overflows are skipped
+                self._fail(f"the gradient norm is {float(norm)}")
+        self.step_loss = 0.0
         self.scaling.schedule(self.scheduler, skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -181,12 +202,16 @@ class Trainer:
                    f"in {self.checkpoint_root}"
         return "no checkpoint was written before it"
 
-    def _fail(self, what):
+    def _fail(self, what, bad_step=None):
         """Stop a run whose loss or gradients stopped being finite; the update that would
-        have spoiled the weights is not made and the last good checkpoint stays."""
+        have spoiled the weights is not made and the last good checkpoint stays. ``bad_step``:
+        a deferred check found it (the steps after it ran until this check)."""
         self.bar.close()
-        raise RunError(f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
-                       f"before that update; {self._kept()}; lower train.lr or check the data")
+        where = f"at step {self.step + 1} (epoch {self.epoch + 1}); training stopped before that update"
+        if bad_step:
+            where = f"at step {bad_step}; its update was not made and training stopped at step {self.step}, " \
+                    f"where this is checked on a {self.device.type} (train.log_every)"
+        raise RunError(f"{what} {where}; {self._kept()}; lower train.lr or check the data")
 
     def _disk_full(self, exc):
         """One line for a device that filled up while ``best/`` or a checkpoint was written
@@ -197,13 +222,20 @@ class Trainer:
 
     def _after_step(self):
         t = self.spec.train
-        if self.step % t.log_every == 0 or self.step == self.total_steps:
-            self._log_train()
+        log = self.step % t.log_every == 0 or self.step == self.total_steps
         if t.eval_every == "epoch":
             evaluate = self.batch_pos >= self.usable
         else:
             evaluate = self.step % t.eval_every == 0
         evaluate = evaluate or self.step == self.total_steps
+        save = evaluate or (t.save_every and self.step % t.save_every == 0)
+        if self.checks.deferred and (log or save):   # the one read back from the device
+            loss_sum, bad_step = self.checks.read()
+            if bad_step:
+                self._fail("the loss or the gradient norm was not finite", bad_step)
+            self.window["loss"] += loss_sum
+        if log:
+            self._log_train()
         if evaluate:
             improved = self._evaluate_and_keep()
             self.stale = 0 if improved else self.stale + 1
@@ -212,7 +244,7 @@ class Trainer:
                 self._say(f"early stopping: no gain in {self.metric_key} for {self.stale} evaluations")
         if self.step >= self.total_steps:
             self.stop = True
-        if evaluate or (t.save_every and self.step % t.save_every == 0):
+        if save:
             self._save_checkpoint()  # after the stop decision, so a resume honours it
 
     # ----------------------------------------------------------- evaluation
@@ -314,43 +346,6 @@ class Trainer:
                     self.checkpoint_root, self.model, self.optimizer, self.scheduler, state, rngs)
             except ckpt.DiskFull as exc:
                 self._disk_full(exc)
-
-    def _restore(self):
-        """Load the newest complete checkpoint and put the loop where it was."""
-        folder, skipped = ckpt.latest_checkpoint(self.checkpoint_root)
-        if folder is None:
-            raise SpecError(f"--resume: {self.checkpoint_root} holds no complete checkpoint")
-        for bad, why in skipped:
-            self._say(f"warning: skipping checkpoint {bad}: {why}")
-        state, rngs = ckpt.load_training_state(folder, self.model, self.optimizer, self.scheduler)
-        if state["total_steps"] != self.total_steps:
-            raise SpecError(f"--resume: the checkpoint was made for {state['total_steps']} steps, "
-                            f"this spec and data make {self.total_steps}; resume with the same spec")
-        if len(rngs) == self.world.world:
-            set_rng_state(rngs[self.world.rank])
-        else:  # another number of processes: same batches, but new dropout streams
-            set_rng_state(rngs[0])
-            torch.manual_seed(self.spec.train.seed + 1 + self.world.rank + state["step"])
-            self._say(f"warning: resuming on {self.world.world} process{'es' if self.world.world != 1 else ''} "
-                      f"a run checkpointed on {len(rngs)}: dropout masks will differ from the original run")
-        self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
-        self.stale, self.stop, self.window = state["stale"], state["stop"], state["window"]
-        self.best_value, self.best_step = state["best_value"], state["best_step"]
-        self.scaling.load_state_dict(state.get("loss_scale"))
-        path = os.path.join(self.run_dir, "metrics.jsonl")
-        lines = []
-        if os.path.exists(path):  # lines logged after the checkpoint are logged again
-            with open(path, encoding="utf-8") as fh:
-                lines = [ln for ln in fh.read().splitlines() if ln.strip()][:state["metrics_lines"]]
-        self.history = [json.loads(ln) for ln in lines]
-        self.world.barrier()  # every rank has read metrics.jsonl and the checkpoint
-        if self.world.is_main:
-            tio.atomic_write(path, "".join(ln + "\n" for ln in lines))
-            ckpt.discard_after(self.checkpoint_root, self.step)
-            tio.recover_folder(os.path.join(self.run_dir, "best"))
-            tio.remove_leftovers(self.run_dir)
-        self.last_checkpoint = folder
-        self._say(f"resumed from {folder} (step {self.step}, epoch {self.epoch + 1})")
 
     def _finish(self):
         """Reload ``best/``, evaluate it on every split with gold labels, write predictions."""

@@ -53,10 +53,13 @@ def build_optimizer(model, lr, weight_decay, device):
         return torch.optim.AdamW(groups, lr=lr)
 
 
-def clipped_step(optimizer, max_norm):
+def clipped_step(optimizer, max_norm, bad=None):
     """Clip the gradients of ``optimizer``'s parameters to a total L2 norm of ``max_norm``
-    (as ``clip_grad_norm_``: each scaled by ``min(1, max_norm / (norm + 1e-6))``), then step;
-    returns the norm before clipping. A non-finite norm returns before any update.
+    (as ``clip_grad_norm_``: each scaled by ``min(1, max_norm / (norm + 1e-6))``; None: no
+    clipping), then step; returns the norm before clipping. A non-finite norm returns before
+    any update. With ``bad`` (a bool tensor on the device; fused AdamW only) nothing is read
+    back from the device: the kernel skips the update itself when ``bad`` is set or the norm
+    is not finite (its ``found_inf`` input), and the caller checks the norm later.
 
     With the fused AdamW the scaling happens inside its kernel (its ``grad_scale`` input, which
     divides every gradient as it is read) instead of in a pass of its own over all 22.7M
@@ -64,15 +67,22 @@ def clipped_step(optimizer, max_norm):
     """
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if not torch.isfinite(norm):
+    if bad is None and not torch.isfinite(norm):
         return norm
     if optimizer.defaults.get("fused"):
-        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        optimizer.grad_scale = 1.0 / factor   # read by torch.optim.Adam(W).step
+        if max_norm:   # read by torch.optim.Adam(W).step, as GradScaler's inputs are
+            optimizer.grad_scale = 1.0 / torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        if bad is not None:
+            optimizer.found_inf = (bad | ~torch.isfinite(norm)).float()
         try:
             optimizer.step()
         finally:
-            del optimizer.grad_scale
+            optimizer.__dict__.pop("grad_scale", None)
+            optimizer.__dict__.pop("found_inf", None)
+    elif bad is not None:
+        raise ValueError("clipped_step: a check left to later (bad=) needs the fused AdamW")
+    elif not max_norm:
+        optimizer.step()
     else:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         optimizer.step()

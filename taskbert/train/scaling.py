@@ -1,4 +1,5 @@
-"""Loss scaling for fp16 autocast (``train.precision: fp16``, or ``auto`` on a GPU without bf16).
+"""Loss scaling for fp16 autocast (``train.precision: fp16``, or ``auto`` on a GPU without bf16),
+and the finiteness checks of the steps, left to the log steps on a GPU (:class:`DeferredChecks`).
 
 fp16 holds numbers down to about 6e-8: small gradients of a BERT underflow to zero unless the
 loss is scaled up before ``backward`` and the gradients scaled back down before the step.
@@ -28,12 +29,15 @@ class LossScaler:
         """``loss.backward()``, the loss scaled first in fp16."""
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
-    def step(self, optimizer, max_grad_norm):
+    def step(self, optimizer, max_grad_norm, bad=None):
         """Clip (``max_grad_norm``, None: no clipping) and step; returns ``(norm, skipped)``:
         the gradient norm before clipping (None when not computed) and whether the step was
         skipped for an fp16 overflow. Without a scaler a non-finite norm returns before any
-        update (the caller fails the run)."""
+        update (the caller fails the run); with ``bad`` (no scaler: see :class:`DeferredChecks`)
+        the device skips a bad update and nothing is read back."""
         if self.scaler is None:
+            if bad is not None:
+                return clipped_step(optimizer, max_grad_norm, bad), False
             if max_grad_norm:
                 return clipped_step(optimizer, max_grad_norm), False
             optimizer.step()
@@ -72,3 +76,49 @@ class LossScaler:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state["scaler"])
             self.skipped = state.get("skipped", 0)
+
+
+def defers(device, world, scaling, optimizer):
+    """Whether the loop leaves its checks to the log steps (:class:`DeferredChecks`)."""
+    return device.type != "cpu" and not world.enabled and scaling.scaler is None \
+        and bool(optimizer.defaults.get("fused"))
+
+
+class DeferredChecks:
+    """The steps' losses and finiteness checks, read back from a GPU only when the loop logs,
+    evaluates or saves.
+
+    Reading a number off a GPU (``loss.item()``, ``if not torch.isfinite(norm)``) makes the
+    host wait for the device, so it cannot prepare the next batch meanwhile. Where the update
+    of a bad step can be skipped on the device instead (the fused AdamW's ``found_inf``
+    input), with one process and no fp16 loss scaling (whose skips the host reads),
+    ``deferred`` is True: each step adds its loss on the device and marks the first step whose
+    loss or gradient norm was not finite; :meth:`read` gives both back. Elsewhere (a CPU, where
+    a read costs nothing; DDP; fp16) the loop checks every step itself.
+    """
+
+    def __init__(self, device, world, scaling, optimizer):
+        self.deferred = defers(device, world, scaling, optimizer)
+        self.loss = self.bad_step = None
+
+    @staticmethod
+    def flag(loss):
+        """A bool on the device: the step's ``loss`` is not finite (its update is skipped)."""
+        return ~torch.isfinite(loss)
+
+    def record(self, loss, norm, bad, step):
+        """Add step ``step``'s ``loss``; mark it when ``bad`` is set or ``norm`` is not finite."""
+        here = torch.where(bad | ~torch.isfinite(norm), step, 0)
+        if self.loss is None:
+            self.loss, self.bad_step = loss.float(), here
+        else:
+            self.loss = self.loss + loss.float()
+            self.bad_step = torch.where(self.bad_step > 0, self.bad_step, here)
+
+    def read(self):
+        """``(sum of the losses recorded, first bad step or 0)``, then forget them (one wait)."""
+        if self.loss is None:
+            return 0.0, 0
+        loss, bad = torch.stack([self.loss, self.bad_step.to(self.loss.dtype)]).tolist()
+        self.loss = self.bad_step = None
+        return loss, int(bad)

@@ -74,6 +74,8 @@ def test_prepare_model_leaves_a_cuda_model_as_it_is(tiny_encoder, fresh_plugins,
     from taskbert_cpu.dropout import HashDropout
     from taskbert_plugins.classification import SentenceClassification
 
+    monkeypatch.setenv("TASKBERT_DISABLE_PLUGINS", "taskbert_cuda")   # the GPU plugin does act there
+    plugin_mod.reset()
     touched = []
     monkeypatch.setattr(taskbert_cpu.memory, "keep_freed_memory", lambda: touched.append("malloc"))
     monkeypatch.setattr(taskbert_cpu.packed, "pack_linear_weights", lambda m: touched.append("packed"))

@@ -10,7 +10,7 @@ import pytest
 import taskbert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(taskbert.__file__)))
-PLUGIN_PACKAGES = ("taskbert_plugins", "taskbert_cpu")
+PLUGIN_PACKAGES = ("taskbert_plugins", "taskbert_cpu", "taskbert_cuda")
 PUBLIC_MODULES = {"taskbert", "taskbert.testing"}
 
 

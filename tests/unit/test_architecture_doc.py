@@ -17,7 +17,7 @@ def test_the_tree_names_every_module_and_package():
     tree = _tree()
     names = set(re.findall(r"[A-Za-z_][\w.]*", tree))
     missing = []
-    for package in ("taskbert", "taskbert_plugins", "taskbert_cpu"):
+    for package in ("taskbert", "taskbert_plugins", "taskbert_cpu", "taskbert_cuda"):
         for folder, dirs, files in os.walk(os.path.join(ROOT, package)):
             dirs[:] = [d for d in dirs if not d.startswith(("__", ".")) and d != "templates"]
             rel = os.path.relpath(folder, ROOT)

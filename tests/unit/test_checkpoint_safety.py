@@ -21,7 +21,7 @@ from taskbert.cli import cli
 from taskbert.testing import run_spec, write_polarity_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(taskbert.__file__)))
-SOURCES = sorted(os.path.join(folder, f) for package in ("taskbert", "taskbert_plugins", "taskbert_cpu")
+SOURCES = sorted(os.path.join(folder, f) for package in ("taskbert", "taskbert_plugins", "taskbert_cpu", "taskbert_cuda")
                  for folder, _, files in os.walk(os.path.join(ROOT, package)) for f in files
                  if f.endswith(".py") and "templates" not in folder)
 assert len(SOURCES) > 50

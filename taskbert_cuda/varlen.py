@@ -1,0 +1,73 @@
+"""``taskbert_varlen``: torch's own variable-length FlashAttention for packed rows.
+
+torch (2.9 and newer) ships ``torch.nn.attention.varlen.varlen_attn``, FlashAttention's
+variable-length kernel, on CUDA: no ``flash-attn`` package to build. This module registers it
+with transformers as the attention implementation ``taskbert_varlen``: a call that carries
+``cu_seq_lens_q`` (a packed pass, :mod:`.packing`) runs the kernel; any other call (a padded
+batch) runs transformers' SDPA attention with SDPA's masks, exactly as ``sdpa`` does. The
+kernel has no dropout, so packed calls come only where attention dropout is not at work
+(:func:`~.packing.can_pack`).
+"""
+
+NAME = "taskbert_varlen"
+
+
+def varlen_kernel():
+    """torch's ``varlen_attn``, or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+#: the kernel packed calls run; tests put a plain per-row computation here on a CPU
+kernel = varlen_kernel()
+
+
+def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers' attention interface: ``query`` ``(batch, heads, seq, head_dim)``, the
+    output ``(batch, seq, heads, head_dim)``."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None:   # a padded call: SDPA as it is
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    if dropout:
+        raise RuntimeError("taskbert_varlen: the variable-length kernel has no attention dropout; "
+                           "a packed call must not come with dropout")
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))   # (1, heads, tokens, d) -> (tokens, heads, d)
+    out = kernel(q, k, v, cu, kwargs.get("cu_seq_lens_k", cu), kwargs["max_length_q"],
+                 kwargs.get("max_length_k", kwargs["max_length_q"]), scale=scaling)
+    return out[None], None                                            # (1, tokens, heads, d)
+
+
+def mask(*args, attention_mask=None, **kwargs):
+    """The attention mask for ``taskbert_varlen``: SDPA's for a padded batch; none for a packed
+    one (its rows are kept apart by ``cu_seq_lens``, not by a (tokens, tokens) mask)."""
+    from transformers.masking_utils import sdpa_mask
+
+    if attention_mask is None:
+        return None
+    return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def use_varlen_attention(model):
+    """Switch every transformers model in ``model`` that uses ``sdpa`` to ``taskbert_varlen``;
+    returns how many were switched (0 where torch has no kernel). Weights and saved files do
+    not change (the attention choice is not saved)."""
+    if kernel is None:
+        return 0
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, mask)
+    switched = 0
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if hasattr(module, "set_attn_implementation") and getattr(config, "_attn_implementation", None) == "sdpa":
+            module.set_attn_implementation(NAME)
+            switched += 1
+    return switched
