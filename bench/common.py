@@ -23,31 +23,39 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------- hardware / memory
 
 
-def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int = 2048,
+#: per device: dtype, default n, warm-up calls, matmuls between two reads of the clock. On CUDA
+#: kernels run asynchronously, so each burst ends with a ``synchronize`` before the clock is read;
+#: n is large so that the tensor cores, not the launch overhead, set the rate; the warm-up lets
+#: cuBLAS pick its kernel and the clocks ramp up (on a CPU: allocation and MKL/oneDNN dispatch).
+MATMUL_PEAK = {"cpu": ("float32", 2048, 2, 1), "cuda": ("bfloat16", 8192, 3, 10)}
+
+
+def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int | None = None,
                         device: str = "cpu") -> float:
-    """Return the fp32 ``torch.matmul`` throughput in GFLOP/s for an ``n x n`` square product
-    (``device="cuda"``: the bf16 throughput on the GPU, :func:`bench.gpu.measure_cuda_matmul_peak`).
+    """Return the ``torch.matmul`` throughput in GFLOP/s for an ``n x n`` square product: fp32
+    on the CPU (n 2048), bf16 on the current CUDA device with ``device="cuda"`` (n 8192).
 
     Uses torch's current thread count, or ``threads`` for the duration of the call (restored
-    afterwards). The time budget is split into short chunks and the best chunk's rate is
-    returned: this is a *peak*, the denominator of MFU, so a chunk slowed by a background
+    afterwards). The time budget is split into chunks of about 0.5 s and the best chunk's rate
+    is returned: this is a *peak*, the denominator of MFU, so a chunk slowed by a background
     process should not drag it down.
     """
     import torch
 
-    if device == "cuda":
-        from bench.gpu import measure_cuda_matmul_peak
-
-        return measure_cuda_matmul_peak(seconds)
+    dtype_name, default_n, warmup, burst = MATMUL_PEAK[device]
+    n = default_n if n is None else n
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        a = torch.randn(n, n, dtype=torch.float32)
-        b = torch.randn(n, n, dtype=torch.float32)
-        out = torch.empty(n, n, dtype=torch.float32)
-        for _ in range(2):  # warm-up: first calls pay for allocation and MKL/oneDNN dispatch
+        dtype = getattr(torch, dtype_name)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        for _ in range(warmup):
             torch.matmul(a, b, out=out)
+        sync()
         flops_per_mm = 2.0 * n**3
         best = 0.0
         deadline = time.perf_counter() + seconds
@@ -55,8 +63,10 @@ def measure_matmul_peak(threads: int | None = None, seconds: float = 3.0, n: int
             t0 = time.perf_counter()
             iters = 0
             while time.perf_counter() - t0 < 0.5:
-                torch.matmul(a, b, out=out)
-                iters += 1
+                for _ in range(burst):
+                    torch.matmul(a, b, out=out)
+                iters += burst
+                sync()
             rate = flops_per_mm * iters / (time.perf_counter() - t0) / 1e9
             best = max(best, rate)
             if time.perf_counter() >= deadline:

@@ -1,35 +1,9 @@
-"""The GPU side of the benchmark (``python -m bench.run --device cuda``): the bf16 matmul peak
-that a GPU run's MFU divides by, step timing that waits for the GPU, peak GPU memory, and the
-``--device`` checks. Nothing here has run on a GPU yet (docs/speed.md, "On a GPU")."""
+"""The GPU side of the benchmark (``python -m bench.run --device cuda``): step timing that waits
+for the GPU, peak GPU memory, and the ``--device`` checks; the bf16 matmul peak a GPU run's MFU
+divides by is :func:`bench.common.measure_matmul_peak` with ``device="cuda"``. Nothing here has
+run on a GPU yet (docs/speed.md, "On a GPU")."""
 
 import sys
-import time
-
-
-def measure_cuda_matmul_peak(seconds: float = 3.0, n: int = 8192) -> float:
-    """The bf16 ``torch.matmul`` throughput of the current CUDA device in GFLOP/s (the best
-    chunk of about 0.5 s, as :func:`bench.common.measure_matmul_peak`): the denominator of a GPU run's MFU.
-    Kernels run asynchronously, so each chunk is timed between two ``synchronize`` calls; n is
-    large (8192) so that the tensor cores, not the launch overhead, set the rate."""
-    import torch
-
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    out = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):   # warm-up: cuBLAS picks its kernel, the clocks ramp up
-        torch.matmul(a, b, out=out)
-    torch.cuda.synchronize()
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while True:
-        t0, iters = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.5:
-            for _ in range(10):
-                torch.matmul(a, b, out=out)
-            iters += 10
-            torch.cuda.synchronize()
-        best = max(best, 2.0 * n**3 * iters / (time.perf_counter() - t0) / 1e9)
-        if time.perf_counter() >= deadline:
-            return best
 
 
 def device_sync() -> None:

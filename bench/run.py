@@ -255,6 +255,8 @@ HISTORY_MARKER = "# Earlier runs and other measurements"
 def write_results(path, text):
     """Write this run's tables to ``path``, keeping the hand-kept part of the old file (from
     ``HISTORY_MARKER`` on) below them; written to a temporary file, then renamed."""
+    from taskbert.io import atomic_write
+
     kept = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
@@ -262,10 +264,7 @@ def write_results(path, text):
         at = old.find("\n" + HISTORY_MARKER)
         if at >= 0:
             kept = "\n---\n" + old[at:]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n" + kept)
-    os.replace(tmp, path)
+    atomic_write(path, text.rstrip("\n") + "\n" + kept)
 
 
 def main(argv=None):

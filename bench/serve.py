@@ -127,13 +127,13 @@ def server_metrics(address):
     return json.loads(conn.getresponse().read())
 
 
-def pipeline_loop(run_dir, texts, seconds, threads, max_length):
-    """The same weights behind ``transformers.pipeline``, one text per call in a plain loop."""
+def pipeline_loop(folder, texts, seconds, threads, max_length):
+    """The same weights (the model ``folder``) behind ``transformers.pipeline``, one text per
+    call in a plain loop."""
     import torch
     from transformers import pipeline
 
     torch.set_num_threads(threads)
-    folder = os.path.join(run_dir, "best") if os.path.isdir(os.path.join(run_dir, "best")) else run_dir
     clf = pipeline("text-classification", model=folder, device=-1, dtype=torch.float32)
     for text in texts[:16]:
         clf(text, truncation=True, max_length=max_length)
@@ -192,20 +192,21 @@ def busy_note(res):
 def write_section(path, section):
     """Put ``section`` in RESULTS.md between the serve markers (appended the first time, in the
     hand-kept part that ``bench.run`` leaves as it is)."""
+    from taskbert.io import atomic_write
+
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmark results\n"
     if MARK_START in text and MARK_END in text:
         before, rest = text.split(MARK_START, 1)
         text = before + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def main(argv=None):
     """Parse options, run every configuration, write the results."""
+    from taskbert.cli.runs import find_model_folder
+
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", help="a trained run or model folder (default: train MiniLM briefly)")
@@ -234,10 +235,11 @@ def main(argv=None):
             texts = [line.rstrip("\n") for line in open(args.texts, encoding="utf-8") if line.strip()]
         else:
             texts = common.load_sentiment(n_train=0, n_eval=500)[2]
-        info = json.load(open(os.path.join(run_dir, "best", "taskbert.json") if os.path.isdir(
-            os.path.join(run_dir, "best")) else os.path.join(run_dir, "taskbert.json")))
+        folder = find_model_folder(run_dir)
+        with open(os.path.join(folder, "taskbert.json"), encoding="utf-8") as fh:
+            info = json.load(fh)
         print("pipeline, one text per call ...", file=sys.stderr)
-        base = pipeline_loop(run_dir, texts, args.seconds, args.threads, info.get("max_length") or 128)
+        base = pipeline_loop(folder, texts, args.seconds, args.threads, info.get("max_length") or 128)
         rows = [{"name": "transformers pipeline, plain loop", "clients": 1, **base, "same_labels": 1.0}]
         for max_batch in [int(b) for b in args.max_batches.split(",")]:
             proc, address = start_server(run_dir, max_batch, args.max_wait_ms, args.threads)

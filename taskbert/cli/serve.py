@@ -30,6 +30,7 @@ from .main import cli, friendly
 
 MAX_BYTES = 1_000_000
 MAX_INPUTS = 64
+BATCH_SIZE = 64   # inputs per forward pass within one model call
 INSTALL_HINT = "pip install 'taskbert[serve]'"
 JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
@@ -47,7 +48,7 @@ class Predictor:
     several tasks (``tasks:``) is one Predictor per task in ``members``, and its examples are
     ``(task name, example)`` pairs (:meth:`task_for` picks the task of a request)."""
 
-    def __init__(self, path, batch_size=64, task_options=None):
+    def __init__(self, path, batch_size=BATCH_SIZE, task_options=None):
         from .export import OnnxModel, is_export_folder
         from .runs import run_tasks
 
@@ -155,14 +156,24 @@ def check_folder(path, task_options=None):
             load_task(find_model_folder(folder), task_options)
 
 
-def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=64,
+def serve_state(path, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BATCH_SIZE, task_options=None,
+                max_batch=32, max_wait_ms=0.0, max_queue=256, **hooks):
+    """:func:`check_folder`, then the :class:`.serve_app.ServeState` that both the command
+    and :func:`start_server` serve (``hooks``: ``on_load_error``, ``quiet``)."""
+    from .serve_app import ServeState
+
+    check_folder(path, task_options)
+    return ServeState(path, max_bytes, max_inputs, batch_size, task_options, max_batch, max_wait_ms, max_queue,
+                      **hooks)
+
+
+def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BATCH_SIZE,
                  task_options=None, max_batch=32, max_wait_ms=0.0, max_queue=256, **server_options):
     """Serve ``path`` on a background thread (tests, benchmarks); returns a
     :class:`.serve_app.ThreadedServer` once the model is loaded (``.address``, ``.stop()``)."""
-    from .serve_app import ServeState, ThreadedServer
+    from .serve_app import ThreadedServer
 
-    check_folder(path, task_options)
-    state = ServeState(path, max_bytes, max_inputs, batch_size, task_options, max_batch, max_wait_ms, max_queue)
+    state = serve_state(path, max_bytes, max_inputs, batch_size, task_options, max_batch, max_wait_ms, max_queue)
     return ThreadedServer(state, host, port, **server_options).wait_ready()
 
 
@@ -201,25 +212,24 @@ def serve(run_dir, host, port, max_bytes, max_inputs, max_batch, max_wait_ms, ma
         raise SpecError(f"taskbert serve needs the serve extra ({exc.name} is not installed): "
                         f"{INSTALL_HINT}") from None
     from .runs import task_folder, task_option_overrides
-    from .serve_app import ServeState, bind_socket, uvicorn_server
+    from .serve_app import bind_socket, uvicorn_server
 
     if task_name is not None:   # one task of a run of several
         run_dir = task_folder(run_dir, task_name)
 
-    overrides = task_option_overrides(task_opts)
-    check_folder(run_dir, overrides)
-    backlog = 2048
-    try:
-        sock = bind_socket(host, port, backlog)
-    except OSError as exc:
-        raise SpecError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server = None
 
     def stop_on_load_error(exc):
         server.should_exit = True
 
-    state = ServeState(run_dir, max_bytes, max_inputs, 64, overrides, max_batch, max_wait_ms, max_queue,
-                       on_load_error=stop_on_load_error, quiet=quiet)
+    # checks the folder before the port is bound; the model loads once uvicorn starts
+    state = serve_state(run_dir, max_bytes, max_inputs, BATCH_SIZE, task_option_overrides(task_opts), max_batch,
+                        max_wait_ms, max_queue, on_load_error=stop_on_load_error, quiet=quiet)
+    backlog = 2048
+    try:
+        sock = bind_socket(host, port, backlog)
+    except OSError as exc:
+        raise SpecError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server = uvicorn_server(state, backlog, max_connections, shutdown_timeout, quiet)
     bound_host, bound_port = sock.getsockname()[:2]
     click.echo(f"serving {run_dir} on http://{bound_host}:{bound_port} (loading the model; GET /ready)  "

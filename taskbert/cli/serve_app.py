@@ -24,7 +24,7 @@ from starlette.routing import Route
 from ..errors import TaskbertError
 from .batching import BatchStats, MicroBatcher, QueueFull
 from .openapi import openapi_description
-from .serve import JSON_TYPES, BadRequest, Predictor
+from .serve import BATCH_SIZE, JSON_TYPES, BadRequest, Predictor
 
 BODY_TIMEOUT = 30.0   # seconds a client may take to send a body it announced
 RETRY_AFTER = "1"     # seconds, in 503 answers
@@ -49,7 +49,7 @@ class ServeState:
     """What the app's routes share: limits, batching settings, the predictor once loaded
     (on a background thread, so ``/ready`` can answer 503 meanwhile) and the batcher."""
 
-    def __init__(self, path=None, max_bytes=1_000_000, max_inputs=64, batch_size=64, task_options=None,
+    def __init__(self, path=None, max_bytes=1_000_000, max_inputs=64, batch_size=BATCH_SIZE, task_options=None,
                  max_batch=32, max_wait_ms=0.0, max_queue=256, predictor=None, on_load_error=None,
                  quiet=True):
         self.path, self.task_options, self.batch_size = path, task_options, batch_size

@@ -38,6 +38,26 @@ def _no_space(exc):
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
+class _Building:
+    """``with _Building(tmp, final, first_file) as b:`` around the writes of a folder built in
+    ``tmp`` for ``final``; set ``b.file`` before each file. On any error ``tmp`` is removed, and
+    a full device is raised as :class:`DiskFull` naming ``final/b.file``."""
+
+    def __init__(self, tmp, final, file):
+        self.tmp, self.final, self.file = tmp, final, file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            return False
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if _no_space(exc):
+            raise DiskFull(os.path.join(self.final, self.file)) from None
+        return False
+
+
 def model_state(model):
     """One flat state dict: encoder keys under the encoder's ``base_model_prefix`` (as a
     ``*For*`` model of transformers names them) and head keys as the head names them."""
@@ -60,8 +80,7 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
     """Write a ``save_pretrained``-style folder that plain transformers loads, plus
     ``taskbert.json`` (task name, options, label maps) for ``taskbert predict``."""
     tmp = new_temp_folder(folder)
-    name = "config.json"
-    try:
+    with _Building(tmp, folder, "config.json") as building:
         config = model.encoder.config
         config.save_pretrained(tmp)
         cfg_path = os.path.join(tmp, "config.json")
@@ -72,9 +91,9 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
         cfg.update(task.hf_config())
         with open(cfg_path, "w", encoding="utf-8") as fh:
             json.dump(cfg, fh, indent=2)
-        name = MODEL_FILE
+        building.file = MODEL_FILE
         save_weights(model_state(model), os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
-        name = "tokenizer files"
+        building.file = "tokenizer files"
         tokenizer.save_pretrained(tmp)
         info = {
             "task": task.name,
@@ -85,15 +104,10 @@ def save_model_folder(folder, model, tokenizer, task, spec_dict, extra=None):
             "spec": spec_dict,
         }
         info.update(extra or {})
-        name = TASK_FILE
+        building.file = TASK_FILE
         with open(os.path.join(tmp, TASK_FILE), "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2, default=str)
         swap_in(tmp, folder)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _no_space(exc):
-            raise DiskFull(os.path.join(folder, name)) from None
-        raise
 
 
 def load_head_state(folder, head, prefix):
@@ -210,27 +224,21 @@ def save_training_state(root, model, optimizer, scheduler, state, rng, keep=KEEP
     os.makedirs(root, exist_ok=True)
     final = step_folder(root, state["step"])
     tmp = temp_folder(f".{os.path.basename(final)}.tmp-", root)
-    writing = MODEL_FILE   # named in the error when the device fills up
-    try:
+    with _Building(tmp, final, MODEL_FILE) as building:
         save_weights(model_state(model), os.path.join(tmp, MODEL_FILE))
-        writing = "optimizer.pt"
+        building.file = "optimizer.pt"
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng}, os.path.join(tmp, "optimizer.pt"))
-        writing = "trainer_state.json"
+        building.file = "trainer_state.json"
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
             json.dump(state, fh, indent=2)
         files = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
                         "sha256": file_sha256(os.path.join(tmp, name))} for name in sorted(os.listdir(tmp))}
         fsync_tree(tmp)  # the data is on disk before the manifest says it is complete
-        writing = MANIFEST
+        building.file = MANIFEST
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump({"step": state["step"], "files": files}, fh, indent=2)
         swap_in(tmp, final)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _no_space(exc):
-            raise DiskFull(os.path.join(final, writing)) from None
-        raise
     prune_checkpoints(root, keep)
     return final
 
@@ -298,6 +306,6 @@ def load_encoder_state(folder, model):
     state = load_file(os.path.join(folder, MODEL_FILE))
     prefix = model_state_prefix(model) + "."
     enc = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    missing, unexpected = model.encoder.load_state_dict(enc, strict=False)
+    _, unexpected = model.encoder.load_state_dict(enc, strict=False)
     if unexpected:
         raise RuntimeError(f"{folder}: unexpected encoder weights: {unexpected[:3]}")

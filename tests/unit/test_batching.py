@@ -1,6 +1,7 @@
 """The serve micro-batcher on its own (no HTTP, no model): grouping, waiting, refusing, order,
 and a failing model call. Timings are generous bounds, never speed checks."""
 
+import contextlib
 import threading
 import time
 
@@ -26,32 +27,37 @@ class Recorder:
         return [f"out:{x}" for x in inputs]
 
 
-def test_concurrent_requests_are_grouped_up_to_max_batch_in_order():
+@contextlib.contextmanager
+def held_worker(first=("x",), fail_on=None, **options):
+    """A MicroBatcher (``options``) whose worker is in the model call on ``first``, held there
+    by a shut gate, so what is submitted now queues behind it: yields ``(batcher, model, gate,
+    blocker)``, ``gate.set()`` lets the worker go. The batcher is stopped on the way out."""
     gate = threading.Event()
-    model = Recorder(gate)
-    b = MicroBatcher(model, max_batch=4, max_wait_ms=50, max_queue=100)
+    model = Recorder(gate, fail_on)
+    batcher = MicroBatcher(model, **options)
     try:
-        blocker = b.submit(["first"])      # occupies the worker until the gate opens
-        assert model.started.wait(5)
+        blocker = batcher.submit(list(first))
+        assert model.started.wait(5)       # taken off the queue by the worker
+        yield batcher, model, gate, blocker
+    finally:
+        gate.set()                         # a failed test must not leave the worker stuck
+        batcher.stop(5)
+
+
+def test_concurrent_requests_are_grouped_up_to_max_batch_in_order():
+    with held_worker(["first"], max_batch=4, max_wait_ms=50, max_queue=100) as (b, model, gate, blocker):
         futures = [b.submit([f"t{i}"]) for i in range(10)]
         gate.set()
         assert blocker.result(5) == ["out:first"]
         # each request gets its own output, whatever batch it ran in
         assert [f.result(5) for f in futures] == [[f"out:t{i}"] for i in range(10)]
-    finally:
-        b.stop(5)
     # the ten queued while the model was busy ran as 4 + 4 + 2, in arrival order
     assert model.calls == [["first"], ["t0", "t1", "t2", "t3"], ["t4", "t5", "t6", "t7"], ["t8", "t9"]]
     assert b.stats.batches == 4 and list(b.stats.batch_sizes) == [1, 4, 4, 2]
 
 
 def test_multi_input_requests_keep_their_order_and_are_not_split():
-    gate = threading.Event()
-    model = Recorder(gate)
-    b = MicroBatcher(model, max_batch=4, max_wait_ms=50)
-    try:
-        blocker = b.submit(["x"])
-        assert model.started.wait(5)
+    with held_worker(max_batch=4, max_wait_ms=50) as (b, model, gate, blocker):
         f1 = b.submit(["a1", "a2", "a3"])
         f2 = b.submit(["b1", "b2"])        # would make 5 with the first: starts the next batch
         f3 = b.submit(["c1", "c2", "c3", "c4", "c5", "c6"])   # more than max_batch: alone
@@ -62,8 +68,6 @@ def test_multi_input_requests_keep_their_order_and_are_not_split():
         assert f2.result(5) == ["out:b1", "out:b2"]
         assert f3.result(5) == [f"out:c{i}" for i in range(1, 7)]
         assert f4.result(5) == ["out:d1"]
-    finally:
-        b.stop(5)
     assert model.calls[1:] == [["a1", "a2", "a3"], ["b1", "b2"], ["c1", "c2", "c3", "c4", "c5", "c6"], ["d1"]]
 
 
@@ -84,41 +88,28 @@ def test_max_wait_holds_a_lone_request_then_runs_it():
 
 
 def test_max_wait_zero_takes_only_what_is_queued():
-    model = Recorder()
-    b = MicroBatcher(model, max_batch=8, max_wait_ms=0)
-    try:
-        assert b.submit(["a"]).result(5) == ["out:a"]
-        time.sleep(0.05)
-        assert b.submit(["b"]).result(5) == ["out:b"]
-    finally:
-        b.stop(5)
-    assert model.calls == [["a"], ["b"]]
+    with held_worker(max_batch=8, max_wait_ms=0) as (b, model, gate, _):
+        queued = [b.submit(["a"]), b.submit(["b"])]
+        gate.set()
+        time.sleep(0.2)
+        late = b.submit(["c"])   # a batcher that waited for more after taking a and b would add c
+        assert [f.result(5) for f in queued + [late]] == [["out:a"], ["out:b"], ["out:c"]]
+    # both queued requests in one call, and nothing that came after them
+    assert model.calls == [["x"], ["a", "b"], ["c"]]
 
 
 def test_a_full_queue_refuses_and_frees_up_after():
-    gate = threading.Event()
-    model = Recorder(gate)
-    b = MicroBatcher(model, max_batch=1, max_wait_ms=0, max_queue=3)
-    try:
-        running = b.submit(["r"])
-        assert model.started.wait(5)       # taken off the queue by the worker
+    with held_worker(["r"], max_batch=1, max_wait_ms=0, max_queue=3) as (b, _, gate, running):
         queued = [b.submit([f"q{i}"]) for i in range(3)]
         with pytest.raises(QueueFull, match=r"the queue is full \(3 requests waiting\)"):
             b.submit(["one too many"])
         gate.set()
         assert running.result(5) == ["out:r"] and [f.result(5) for f in queued] == [["out:q0"], ["out:q1"], ["out:q2"]]
         assert b.submit(["later"]).result(5) == ["out:later"]
-    finally:
-        b.stop(5)
 
 
 def test_a_failing_model_call_fails_only_its_batch():
-    gate = threading.Event()
-    model = Recorder(gate, fail_on="bad")
-    b = MicroBatcher(model, max_batch=2, max_wait_ms=50)
-    try:
-        blocker = b.submit(["x"])
-        assert model.started.wait(5)
+    with held_worker(fail_on="bad", max_batch=2, max_wait_ms=50) as (b, _, gate, blocker):
         same_batch = [b.submit(["ok1"]), b.submit(["bad"])]
         next_batch = [b.submit(["ok2"]), b.submit(["ok3"])]
         gate.set()
@@ -127,8 +118,6 @@ def test_a_failing_model_call_fails_only_its_batch():
             with pytest.raises(ValueError, match="cannot take 'bad'"):
                 f.result(5)
         assert [f.result(5) for f in next_batch] == [["out:ok2"], ["out:ok3"]]
-    finally:
-        b.stop(5)
     assert b.stats.batches == 2   # the failed call is not counted as a served batch
 
 
@@ -142,37 +131,28 @@ def test_a_model_giving_the_wrong_number_of_outputs_fails_the_batch():
 
 
 def test_stop_finishes_what_is_queued_then_refuses():
-    gate = threading.Event()
-    model = Recorder(gate)
-    b = MicroBatcher(model, max_batch=2, max_wait_ms=10_000)
-    blocker = b.submit(["x", "y"])     # a full batch: runs at once
-    assert model.started.wait(5)
-    queued = [b.submit([f"q{i}"]) for i in range(3)]
-    stopper = threading.Thread(target=b.stop, args=(10,))
-    stopper.start()
-    time.sleep(0.05)
-    gate.set()
-    stopper.join(10)
-    # queued work ran without waiting out the 10 s max_wait
-    assert not stopper.is_alive()
-    assert blocker.result(0) == ["out:x", "out:y"] and [f.result(0) for f in queued] == [["out:q0"], ["out:q1"], ["out:q2"]]
-    with pytest.raises(RuntimeError, match="stopped"):
-        b.submit(["after"])
+    # a full batch first: runs at once
+    with held_worker(["x", "y"], max_batch=2, max_wait_ms=10_000) as (b, _, gate, blocker):
+        queued = [b.submit([f"q{i}"]) for i in range(3)]
+        stopper = threading.Thread(target=b.stop, args=(10,))
+        stopper.start()
+        time.sleep(0.05)
+        gate.set()
+        stopper.join(10)
+        # queued work ran without waiting out the 10 s max_wait
+        assert not stopper.is_alive()
+        assert blocker.result(0) == ["out:x", "out:y"]
+        assert [f.result(0) for f in queued] == [["out:q0"], ["out:q1"], ["out:q2"]]
+        with pytest.raises(RuntimeError, match="stopped"):
+            b.submit(["after"])
 
 
 def test_a_cancelled_request_is_skipped():
-    gate = threading.Event()
-    model = Recorder(gate)
-    b = MicroBatcher(model, max_batch=4, max_wait_ms=0)
-    try:
-        blocker = b.submit(["x"])
-        assert model.started.wait(5)
+    with held_worker(max_batch=4, max_wait_ms=0) as (b, model, gate, _):
         gone, kept = b.submit(["gone"]), b.submit(["kept"])
         assert gone.cancel()
         gate.set()
         assert kept.result(5) == ["out:kept"]
-    finally:
-        b.stop(5)
     assert model.calls == [["x"], ["kept"]]
 
 
