@@ -15,6 +15,30 @@ def device_sync() -> None:
         torch.cuda.synchronize()
 
 
+def timed_edges(excluded: int, max_steps: int) -> set[int]:
+    """The steps after which a step timer waits for the GPU: the end of the excluded warm-up
+    steps and the last step, the two clock reads the throughput is taken between. Waiting at
+    every step would add a read of the device per step to both sides' loops (taskbert's own
+    loop reads it only when it logs); on a CPU :func:`device_sync` does nothing anyway."""
+    return {excluded, max_steps} - {0}
+
+
+def row_record(mask):
+    """What a meter keeps of a training batch's ``attention_mask``: ``(rows, real tokens per
+    row, on the device, seq)``, read back only by :func:`token_records` after training."""
+    return mask.shape[0], mask.sum(dim=1), mask.shape[1]
+
+
+def token_records(raw) -> list[tuple[int, int, int, int, int]]:
+    """``(rows, real tokens, padded tokens, sum of squared row lengths, rows * seq²)`` per
+    :func:`row_record`."""
+    out = []
+    for rows, lens, seq in raw:
+        lens = lens.long()
+        out.append((rows, int(lens.sum()), rows * seq, int((lens * lens).sum()), rows * seq * seq))
+    return out
+
+
 def peak_gpu_mb() -> float | None:
     """The most GPU memory this process's tensors held, in MiB (``max_memory_allocated``);
     None when it has not used CUDA."""

@@ -100,16 +100,15 @@ class _BatchMeter:
         mask = kwargs.get("attention_mask")
         if mask is None:
             return
-        lens = mask.sum(dim=1)  # (batch,) real tokens per row
-        bsz, seq = mask.shape
-        self.records.append((bsz, int(lens.sum()), bsz * seq, int((lens * lens).sum()), bsz * seq * seq))
+        self.records.append(gpu.row_record(mask))   # read back after training: gpu.token_records
 
     def close(self):
         self._handle.remove()
 
 
-def _make_step_timer():
-    """A ``TrainerCallback`` recording wall and CPU time at every optimizer step's end."""
+def _make_step_timer(edges):
+    """A ``TrainerCallback`` recording wall and CPU time at every optimizer step's end (after
+    waiting for the GPU at the steps in ``edges``: :func:`bench.gpu.timed_edges`)."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -118,7 +117,8 @@ def _make_step_timer():
             self.cpu: list[float] = []  # process CPU time, all threads: see "cpu_share"
 
         def on_step_end(self, args, state, control, **kwargs):
-            gpu.device_sync()   # on a GPU: the step's kernels have run
+            if len(self.times) + 1 in edges:
+                gpu.device_sync()   # on a GPU: the step's kernels have run
             self.times.append(time.perf_counter())
             self.cpu.append(time.process_time())
 
@@ -192,7 +192,7 @@ def train_hf(
         collator = DataCollatorWithPadding(tokenizer)
 
     warmup_steps_excluded = max(0, min(warmup_steps_excluded, max_steps - 1))
-    timer = _make_step_timer()
+    timer = _make_step_timer(gpu.timed_edges(warmup_steps_excluded, max_steps))
     with tempfile.TemporaryDirectory(prefix="hf_bench_") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
@@ -226,7 +226,7 @@ def train_hf(
     k = warmup_steps_excluded
     seconds = timer.times[-1] - (timer.times[k - 1] if k > 0 else t0)
     cpu_seconds = timer.cpu[-1] - (timer.cpu[k - 1] if k > 0 else cpu0)
-    window = meter.records[k:steps]
+    window = gpu.token_records(meter.records[k:steps])
     samples = sum(r[0] for r in window)
     real = sum(r[1] for r in window)
     padded = sum(r[2] for r in window)

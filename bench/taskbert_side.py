@@ -44,7 +44,8 @@ from taskbert import hookimpl  # noqa: E402
 class _StepMeter:
     """Plugin object: per-step wall/CPU times and per-forward token counts of a taskbert run."""
 
-    def __init__(self):
+    def __init__(self, edges):
+        self.edges = edges   # the steps after which to wait for the GPU (gpu.timed_edges)
         self.times: list[float] = []
         self.cpu: list[float] = []
         self.records: list[tuple[int, int, int, int, int]] = []
@@ -55,12 +56,11 @@ class _StepMeter:
         if not module.training:  # evaluation passes are not part of the timed steps
             return
         mask = (args[0] if args else kwargs["batch"])["attention_mask"]
-        lens = mask.sum(dim=1)  # (batch,) real tokens per row
-        bsz, seq = mask.shape
-        self.records.append((bsz, int(lens.sum()), bsz * seq, int((lens * lens).sum()), bsz * seq * seq))
+        self.records.append(gpu.row_record(mask))   # read back after training: gpu.token_records
 
     def _step(self, optimizer, args, kwargs):
-        gpu.device_sync()   # on a GPU: the step's kernels have run
+        if len(self.times) + 1 in self.edges:
+            gpu.device_sync()   # on a GPU: the step's kernels have run
         self.times.append(time.perf_counter())
         self.cpu.append(time.process_time())
 
@@ -142,7 +142,7 @@ def train_taskbert(
     if task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}")
     t_setup = time.perf_counter()
-    meter = _StepMeter()
+    meter = _StepMeter(gpu.timed_edges(max(0, min(warmup_steps_excluded, max_steps - 1)), max_steps))
     pm = get_plugin_manager()
     pm.register(meter, name="bench-step-meter")
     try:
@@ -158,7 +158,7 @@ def train_taskbert(
     k = max(0, min(warmup_steps_excluded, steps - 1))
     seconds = meter.times[-1] - (meter.times[k - 1] if k > 0 else meter.t0)
     cpu_seconds = meter.cpu[-1] - (meter.cpu[k - 1] if k > 0 else meter.cpu0)
-    window = meter.records[k:steps]
+    window = gpu.token_records(meter.records[k:steps])
     samples, real, padded = (sum(r[i] for r in window) for i in range(3))
     cfg = meter.model.encoder.config
     n_nonemb = count_nonembedding_params(meter.model)

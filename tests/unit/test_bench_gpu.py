@@ -44,3 +44,15 @@ def test_what_each_side_is_given():
 def test_without_cuda_the_gpu_helpers_do_nothing():
     assert gpu.peak_gpu_mb() is None
     gpu.device_sync()   # no GPU, no wait, no error
+
+
+def test_meters_read_the_device_only_at_the_timed_edges():
+    import torch
+
+    from bench import gpu
+
+    assert gpu.timed_edges(5, 100) == {5, 100} and gpu.timed_edges(0, 20) == {20}
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    raw = gpu.row_record(mask)
+    assert torch.is_tensor(raw[1])                      # kept on the device, not read yet
+    assert gpu.token_records([raw]) == [(2, 4, 8, 10, 32)]   # 3 + 1 real; 9 + 1; 2 * 4²
