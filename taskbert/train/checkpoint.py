@@ -309,3 +309,25 @@ def load_encoder_state(folder, model):
     _, unexpected = model.encoder.load_state_dict(enc, strict=False)
     if unexpected:
         raise RuntimeError(f"{folder}: unexpected encoder weights: {unexpected[:3]}")
+
+
+def save_best(folder, model, tokenizer, task, spec, extra=None):
+    """Write ``best/``: the model folder of ``model`` (:func:`save_model_folder`). A task
+    object with a ``save_best(folder, model, tokenizer, spec, extra)`` of its own writes it
+    itself: a multi-task run's :class:`~taskbert.multitask.MultiTask`, one folder per member."""
+    own = getattr(task, "save_best", None)
+    if own is not None:
+        own(folder, model, tokenizer, spec, extra)
+    else:
+        save_model_folder(folder, model, tokenizer, task, spec.to_dict(), extra=extra)
+
+
+def load_best(folder, model, task):
+    """Load what :func:`save_best` wrote into ``model`` (the task's own ``load_best(folder,
+    model)`` where it has one)."""
+    own = getattr(task, "load_best", None)
+    if own is not None:
+        own(folder, model)
+    else:
+        load_head_state(folder, model.head, model_state_prefix(model))
+        load_encoder_state(folder, model)

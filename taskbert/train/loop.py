@@ -294,10 +294,7 @@ class Trainer:
             extra = {"step": self.step, "metric": self.metric_key, "value": self.best_value}
             folder = os.path.join(self.run_dir, "best")
             try:
-                if hasattr(self.task, "save_best"):   # several tasks: a model folder per task
-                    self.task.save_best(folder, self.model, self.tokenizer, self.spec, extra)
-                else:
-                    ckpt.save_model_folder(folder, self.model, self.tokenizer, self.task, self.spec.to_dict(), extra=extra)
+                ckpt.save_best(folder, self.model, self.tokenizer, self.task, self.spec, extra)
             except ckpt.DiskFull as exc:
                 self._disk_full(exc)
 
@@ -353,11 +350,8 @@ class Trainer:
         best = os.path.join(self.run_dir, "best")
         if getattr(self, "_best_state", None) is not None:
             self.model.load_state_dict(self._best_state)
-        elif os.path.isdir(best) and hasattr(self.task, "load_best"):
-            self.task.load_best(best, self.model)
         elif os.path.isdir(best):
-            ckpt.load_head_state(best, self.model.head, ckpt.model_state_prefix(self.model))
-            ckpt.load_encoder_state(best, self.model)
+            ckpt.load_best(best, self.model, self.task)
         final, lines = {}, []
         for split in ("validation", "test"):
             if split not in self.rows:

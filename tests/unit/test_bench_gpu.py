@@ -3,6 +3,7 @@
 GPU; the GPU figures themselves are still missing (docs/speed.md, "On a GPU")."""
 
 import argparse
+import os
 
 import pytest
 import torch
@@ -56,3 +57,20 @@ def test_meters_read_the_device_only_at_the_timed_edges():
     raw = gpu.row_record(mask)
     assert torch.is_tensor(raw[1])                      # kept on the device, not read yet
     assert gpu.token_records([raw]) == [(2, 4, 8, 10, 32)]   # 3 + 1 real; 9 + 1; 2 * 4²
+
+
+def test_a_shaped_model_is_made_once_with_the_given_tokenizer(tiny_encoder, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from bench.shapes import SHAPES, shaped_model
+
+    sizes = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 96}
+    folder = shaped_model("tiny", tiny_encoder, str(tmp_path), sizes=sizes)
+    cfg = AutoConfig.from_pretrained(folder)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size) == (48, 3, 96)
+    assert cfg.vocab_size == len(AutoTokenizer.from_pretrained(tiny_encoder))
+    assert AutoTokenizer.from_pretrained(folder).get_vocab() == AutoTokenizer.from_pretrained(tiny_encoder).get_vocab()
+    mtime = os.path.getmtime(os.path.join(folder, "config.json"))
+    assert shaped_model("tiny", tiny_encoder, str(tmp_path), sizes=sizes) == folder   # reused
+    assert os.path.getmtime(os.path.join(folder, "config.json")) == mtime
+    assert SHAPES["base"]["hidden_size"] == 768 and SHAPES["large"]["num_hidden_layers"] == 24
