@@ -104,17 +104,16 @@ read_datasets.check_source = load.check_folder
 def read_back(examples, column):
     """Yield each example's ``column`` from the source its ``rows`` names (``(format,
     source)``) at row ``row``: 1000 consecutive rows at a time from an Arrow memory map, one
-    row group at a time from Parquet, so only that much is ever in memory."""
-    chunk, key, start = [], None, 0
+    row group at a time from Parquet, so only that much is ever in memory. Each source is
+    opened once per call."""
+    readers, chunk, key, start = {}, [], None, 0
     for ex in examples:
-        fmt, source = ex["rows"]
         i = ex["row"]
-        if (fmt, source) != key or not start <= i < start + len(chunk):
-            key = (fmt, source)
-            if fmt == "parquet":
-                start, chunk = load.parquet_group(source, i, column)
-            else:
-                start, chunk = i, load.open_dataset(fmt, source)[i:i + 1000][column]
+        if tuple(ex["rows"]) != key or not start <= i < start + len(chunk):
+            key = tuple(ex["rows"])
+            if key not in readers:
+                readers[key] = load.chunk_reader(*key, column)
+            start, chunk = readers[key](i)
         yield chunk[i - start]
 
 
