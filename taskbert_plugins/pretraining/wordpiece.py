@@ -13,7 +13,7 @@ import os
 
 import click
 
-from taskbert import DataError, SpecError
+from taskbert import DataError, SpecError, file_sha256
 
 from .text import read_documents
 
@@ -85,9 +85,7 @@ def corpus_lines(paths, layout="auto", limit=None):
 
 def vocab_folder(cache_dir, paths, limit, scratch, layout):
     """Where a vocabulary for these files and settings is kept (a content hash)."""
-    from .data import _file_sha
-
-    key = json.dumps({"files": [_file_sha(p) for p in paths], "limit": limit, "layout": layout,
+    key = json.dumps({"files": [file_sha256(p) for p in paths], "limit": limit, "layout": layout,
                       "vocab_size": scratch.vocab_size, "min_frequency": scratch.min_frequency,
                       "lowercase": scratch.lowercase, "max_positions": scratch.max_positions,
                       **({"architecture": scratch.architecture} if scratch.architecture != "bert" else {})},
