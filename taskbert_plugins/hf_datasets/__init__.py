@@ -35,14 +35,16 @@ class Row(dict):
     """A record (a row's columns) that also knows where to read it again: ``row_ref`` is
     ``(format, source, index)``."""
 
-    row_ref = None
+    def __init__(self, values, row_ref):
+        super().__init__(values)
+        self.row_ref = row_ref
 
 
 class Records:
     """What a reader returns: iterable of ``("row N", Row)``; ``label_names`` as
     :meth:`taskbert.Task.data_labels` takes them."""
 
-    def __init__(self, features, rows, fmt=None, source=None):
+    def __init__(self, features, rows, fmt, source):
         self.label_names = _class_names(features)
         self._rows, self._fmt, self._source = rows, fmt, source
 
@@ -57,10 +59,7 @@ class Records:
 
     def __iter__(self):
         for n, values in enumerate(self._rows):
-            row = Row(self._decode(values))
-            if self._fmt is not None:
-                row.row_ref = (self._fmt, self._source, n)
-            yield f"row {n}", row
+            yield f"row {n}", Row(self._decode(values), (self._fmt, self._source, n))
 
 
 def _dataset_records(fmt, source, options):
