@@ -12,7 +12,8 @@ else from ``taskbert`` but :mod:`taskbert.testing`, the testing kit.
   dropout an architecture's own head uses);
 * specs and errors: ``load_spec``, ``Spec`` and its parts, ``TaskbertError`` and its kinds;
 * running parts of a run from a plugin's own command: ``prepare`` (check a spec, read its
-  data), ``load_encoder``, ``encode_split``, ``pick_device``, ``check_encoder``,
+  data), ``load_encoder``, ``choose_format`` (the reader a data source is read with),
+  ``encode_split``, ``pick_device``, ``check_encoder``,
   ``check_tokenizer``, ``load_tokenizer``, ``collate``, ``pad_id``, ``eval_batches``, ``EvalLoader``
   (rows to batches outside training), ``friendly`` and
   ``SET_HELP`` (click commands with one-line errors and ``--set``);
@@ -38,7 +39,8 @@ from .task import NoOptions, Skip, Task, TaskModel, masked_mean, softmax_list, w
 
 #: public names whose module is imported on first use: name -> module
 _LAZY = {
-    "prepare": "run", "load_encoder": "run", "encode_split": "data.splits", "file_sha256": "data.splits",
+    "prepare": "run", "load_encoder": "run", "encode_split": "data.splits", "choose_format": "data.splits",
+    "file_sha256": "data.splits",
     "pick_device": "train.optim", "check_encoder": "encoder", "check_tokenizer": "encoder",
     "load_tokenizer": "encoder", "collate": "data.batching", "eval_batches": "data.batching",
     "EvalLoader": "data.batching",

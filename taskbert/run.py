@@ -23,7 +23,6 @@ from .data.splits import encode_split, load_splits
 from .encoder import encoder_source, first_line
 from .errors import DataError, SpecError, printable
 from .plugins.manager import get_plugin_manager, registries
-from .task import Task
 from .train import checkpoint as ckpt
 from .train.compiling import check_compile
 from .train.optim import pick_device
@@ -196,6 +195,49 @@ def _check_metric(spec, task):
                     f"{task.name!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+class _Unchecked(Exception):
+    """Out of ``check_encoding``: the source has no tokenizer before it loads (no args: the
+    checks are skipped), or loading it failed (the error, raised as it is)."""
+
+
+class _OnFirstUse:
+    """What ``check_encoding`` gets for the source's tokenizer or config: fetched (no weights)
+    when the task first uses it, so a task whose options need no check loads neither."""
+
+    def __init__(self, fetch):
+        self._fetch = fetch
+
+    def _get(self):
+        if "_value" not in self.__dict__:
+            self._value = self._fetch()
+        return self._value
+
+    def __getattr__(self, name):   # only for names the stand-in itself lacks
+        return getattr(self._get(), name)
+
+    def __call__(self, *args, **kwargs):
+        return self._get()(*args, **kwargs)
+
+    def __len__(self):
+        return len(self._get())
+
+
+def _encoding_inputs(source):
+    """``(tokenizer, config)`` stand-ins; either one, first used, asks the source for its
+    tokenizer first: a source without one before it loads (from scratch) checks nothing."""
+    def tokenizer():
+        try:
+            found = source.tokenizer()
+        except SpecError as exc:
+            raise _Unchecked(exc) from exc
+        if found is None:
+            raise _Unchecked
+        return found
+
+    tok = _OnFirstUse(tokenizer)
+    return tok, _OnFirstUse(lambda: (tok._get(), source.config())[1])
+
+
 def prepare(spec):
     """Check the spec's task(s), encoder and data without loading weights."""
     regs = registries()
@@ -220,18 +262,18 @@ def prepare(spec):
     _check_metric(spec, task)
     check_compile(spec, pick_device())
     warnings, per_member = [], []   # the records each file's task skipped, then the task's own checks
+    tokenizer, config = _encoding_inputs(source)
     for (name, member), member_task in zip(members, tasks):
         where = f"{spec.path}: " + (f"tasks.{name}." if name else "")
         if "train" not in member.data.splits() and member_task.trainable_encoder():
             raise SpecError(f"{where}data.train: required for training")
-        # loaded only for a task whose check_encoding (class or, set from options, instance) is its own
-        if getattr(member_task.check_encoding, "__func__", None) is not Task.check_encoding:
-            tokenizer = source.tokenizer()
-            if tokenizer is not None:   # a source may have none before it loads (from scratch)
-                try:
-                    member_task.check_encoding(tokenizer, spec.encoder.max_length, source.config())
-                except SpecError as exc:
-                    raise SpecError(f"{where}{exc}") from exc
+        try:
+            member_task.check_encoding(tokenizer, spec.encoder.max_length, config)
+        except _Unchecked as stop:
+            if stop.args:
+                raise stop.args[0] from None
+        except SpecError as exc:
+            raise SpecError(f"{where}{exc}") from exc
         examples = load_splits(member, member_task, regs.readers, warnings)
         for split, exs in examples.items():
             warnings.extend(member_task.check(exs, split, member.data.splits()[split]))

@@ -15,6 +15,7 @@ Loads the spec's splits and only the tokenizer (no weights), then reports per sp
 A problem the task's ``setup`` raises (e.g. an unseen label) is reported, not fatal.
 """
 
+import functools
 import json
 from collections import Counter
 
@@ -63,10 +64,34 @@ def _labels_of(task, example):
     return labels
 
 
+def _reuse_encodings(task):
+    """Have ``task.encode_all`` hand back the rows it already made for the same examples at
+    the same length (the default ``truncation`` and the duplicate keys both encode a split at
+    an unlimited length, QA's ``truncation`` and the windows count at ``max_length``); the
+    list it returns holds them, to be cleared once a split is measured."""
+    encode_all, made = task.encode_all, []   # (args, kwargs, rows); args kept alive: ids stay theirs
+
+    def same(a, b):
+        return a is b or (isinstance(a, (int, str)) and type(a) is type(b) and a == b)
+
+    @functools.wraps(encode_all)   # keeps the signature (encode_split asks whether it takes split=)
+    def reused(*args, **kwargs):
+        for seen_args, seen_kwargs, rows in made:
+            if len(seen_args) == len(args) and all(map(same, seen_args, args)) and \
+                    seen_kwargs.keys() == kwargs.keys() and all(same(seen_kwargs[k], kwargs[k]) for k in kwargs):
+                return rows
+        rows = encode_all(*args, **kwargs)
+        made.append((args, kwargs, rows))
+        return rows
+    task.encode_all = reused
+    return made
+
+
 def debug_data(spec):
     """The findings as a dict (see ``format_report`` for the text form)."""
     regs = registries()
     task = regs.tasks.get(spec.task)(spec.options)
+    made = _reuse_encodings(task)
     source = encoder_source(spec)
     source.check()
     tokenizer = source.tokenizer()
@@ -84,7 +109,7 @@ def debug_data(spec):
         task.setup(examples)
     except TaskbertError as exc:
         report["problems"].append(str(exc))
-    labels = {}
+    labels, keys = {}, {}
     for split, exs in examples.items():
         info = {"examples": len(exs)}
         try:
@@ -96,6 +121,12 @@ def debug_data(spec):
             info["windows"] = {str(n): per_example[n] for n in sorted(per_example)}
         except Exception as exc:  # a task that cannot encode here must not hide the rest
             report["problems"].append(f"{split}: truncation not measured: {type(exc).__name__}: {exc}")
+        if "train" in examples and not any(isinstance(k, Exception) for k in keys.values()):
+            try:   # while this split's unlimited encoding is at hand; reported by _duplicates
+                keys[split] = _input_keys(task, exs, tokenizer)
+            except Exception as exc:
+                keys[split] = exc
+        made.clear()
         per_example = [_labels_of(task, ex) for ex in exs]
         counts = Counter(lab for labs in per_example if labs for lab in labs)
         if counts:
@@ -115,22 +146,29 @@ def debug_data(spec):
             report["splits"][split]["unseen_in_train"] = unseen
     if "train" in examples:
         try:
-            _duplicates(task, examples, tokenizer, report)
+            _duplicates(task, examples, keys, report)
         except Exception as exc:
             report["problems"].append(f"duplicates not checked: {type(exc).__name__}: {exc}")
     return report
 
 
-def _duplicates(task, examples, tokenizer, report):
+def _keys_of(keys, split):
+    """A split's input keys, or the error computing them raised, raised now."""
+    if isinstance(keys[split], Exception):
+        raise keys[split]
+    return keys[split]
+
+
+def _duplicates(task, examples, keys, report):
     train = examples["train"]
     seen = {}
-    for i, key in enumerate(_input_keys(task, train, tokenizer)):
+    for i, key in enumerate(_keys_of(keys, "train")):
         seen.setdefault(key, i)
     for split, exs in examples.items():
         if split == "train":
             continue
         same, differ, first = 0, 0, []
-        for i, key in enumerate(_input_keys(task, exs, tokenizer)):
+        for i, key in enumerate(_keys_of(keys, split)):
             if key not in seen:
                 continue
             j = seen[key]

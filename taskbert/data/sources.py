@@ -77,7 +77,7 @@ def folder_sha256(folder):
     return digest.hexdigest()
 
 
-def source_identity(source, readers=None):
+def source_identity(source):
     """What ``manifest.json`` records for a source, and what ``--resume`` and caches compare:
     ``{"path", "sha256"}`` for a file or a folder; for a hub dataset its keys and what the
     hub reader's ``identity(source)`` returns (``fingerprint``)."""
@@ -86,11 +86,9 @@ def source_identity(source, readers=None):
     if not is_hub(source):
         digest = folder_sha256(source) if os.path.isdir(source) else file_sha256(source)
         return {"path": source, "sha256": digest}
-    if readers is None:
-        from ..plugins.manager import registries
+    from ..plugins.manager import registries
 
-        readers = registries().readers
-    reader = readers.get(HUB_FORMAT, where="data: hub dataset reader")
+    reader = registries().readers.get(HUB_FORMAT, where="data: hub dataset reader")
     identity = getattr(reader, "identity", None)
     plain = {k: v for k, v in dataclasses.asdict(source).items() if v is not None}
     return {**plain, **(identity(source) if identity else {})}

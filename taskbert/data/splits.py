@@ -6,9 +6,11 @@ one-line :class:`DataError` naming the file and line, before any model loads.
 """
 
 import errno
+import functools
 import hashlib
 import os
 import stat
+import time
 
 from ..errors import DataError
 
@@ -23,7 +25,23 @@ TABULAR_EXTENSIONS = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".arrow")
 
 
 def file_sha256(path):
-    """Hex SHA-256 of a file's bytes (for the manifest and cache keys)."""
+    """Hex SHA-256 of a file's bytes (for the manifest and cache keys). Remembered by path,
+    size and mtime, so a run that hashes a corpus for its manifest and again for a cache key
+    reads it once, and a file that changes is read again."""
+    info = os.stat(path)
+    # a file written in the last seconds may be written again within the same mtime tick
+    # (same size, same mtime): hash it afresh each time until it is older than that
+    if time.time_ns() - info.st_mtime_ns < 2_000_000_000:
+        return _read_sha256(path)
+    return _remembered_sha256(os.path.abspath(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_sha256(path, size, mtime_ns):
+    return _read_sha256(path)
+
+
+def _read_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

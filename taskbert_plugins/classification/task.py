@@ -8,7 +8,6 @@ When the encoder has no pooler, the raw [CLS] vector feeds the classifier.
 
 import math
 import re
-import types
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional
@@ -203,9 +202,6 @@ class TextLabelTask(Task):
         self.labels = list(self.options.labels) if self.options.labels else None
         # windows of one long document share a batch and are pooled into one prediction
         self.whole_examples = self.options.long_inputs == "windows"
-        if not self.whole_examples and getattr(type(self).check_encoding, "windows_only", False):
-            # nothing to check without windows: validate then loads no tokenizer
-            self.check_encoding = types.MethodType(Task.check_encoding, self)
 
     def _label(self, record, where, labelled):
         """The label name of ``record`` (see :func:`label_text`); :data:`DROPPED` when it is in
@@ -358,7 +354,6 @@ class SentenceClassification(TextLabelTask):
     def check_encoding(self, tokenizer, max_length, config):
         if self.whole_examples:
             win.budget_overlap(self.options, max_length, tokenizer.num_special_tokens_to_add(pair=False))
-    check_encoding.windows_only = True   # checks only the windows (see __init__)
 
     def truncation(self, examples, tokenizer, max_length):
         if not self.whole_examples:

@@ -35,14 +35,16 @@ class Row(dict):
     """A record (a row's columns) that also knows where to read it again: ``row_ref`` is
     ``(format, source, index)``."""
 
-    row_ref = None
+    def __init__(self, values, row_ref):
+        super().__init__(values)
+        self.row_ref = row_ref
 
 
 class Records:
     """What a reader returns: iterable of ``("row N", Row)``; ``label_names`` as
     :meth:`taskbert.Task.data_labels` takes them."""
 
-    def __init__(self, features, rows, fmt=None, source=None):
+    def __init__(self, features, rows, fmt, source):
         self.label_names = _class_names(features)
         self._rows, self._fmt, self._source = rows, fmt, source
 
@@ -57,10 +59,7 @@ class Records:
 
     def __iter__(self):
         for n, values in enumerate(self._rows):
-            row = Row(self._decode(values))
-            if self._fmt is not None:
-                row.row_ref = (self._fmt, self._source, n)
-            yield f"row {n}", row
+            yield f"row {n}", Row(self._decode(values), (self._fmt, self._source, n))
 
 
 def _dataset_records(fmt, source, options):
@@ -104,17 +103,16 @@ read_datasets.check_source = load.check_folder
 def read_back(examples, column):
     """Yield each example's ``column`` from the source its ``rows`` names (``(format,
     source)``) at row ``row``: 1000 consecutive rows at a time from an Arrow memory map, one
-    row group at a time from Parquet, so only that much is ever in memory."""
-    chunk, key, start = [], None, 0
+    row group at a time from Parquet, so only that much is ever in memory. Each source is
+    opened once per call."""
+    readers, chunk, key, start = {}, [], None, 0
     for ex in examples:
-        fmt, source = ex["rows"]
         i = ex["row"]
-        if (fmt, source) != key or not start <= i < start + len(chunk):
-            key = (fmt, source)
-            if fmt == "parquet":
-                start, chunk = load.parquet_group(source, i, column)
-            else:
-                start, chunk = i, load.open_dataset(fmt, source)[i:i + 1000][column]
+        if tuple(ex["rows"]) != key or not start <= i < start + len(chunk):
+            key = tuple(ex["rows"])
+            if key not in readers:
+                readers[key] = load.chunk_reader(*key, column)
+            start, chunk = readers[key](i)
         yield chunk[i - start]
 
 

@@ -13,8 +13,10 @@ Why ``datasets`` and not hand-written Arrow code: it knows the hub, its cache an
 mode, and it keeps the feature types (``ClassLabel`` names) in the files it writes.
 """
 
+import bisect
 import contextlib
 import functools
+import itertools
 import os
 
 from taskbert import DataError
@@ -162,16 +164,21 @@ def parquet_rows(path):
     return features, rows()
 
 
-def parquet_group(path, row, column):
-    """``(first row, values)``: ``column`` of the row group of a Parquet file that holds ``row``."""
+def chunk_reader(fmt, source, column, size=1000):
+    """Open a source once; return ``read(row) -> (first row, values)``: ``column`` of the
+    chunk that holds ``row``, ``size`` rows of a ``datasets.Dataset`` or one Parquet row group."""
+    if fmt != "parquet":
+        ds = open_dataset(fmt, source)
+        return lambda row: (row, ds[row:row + size][column])
     import pyarrow.parquet as pq
 
-    handle = pq.ParquetFile(path)
-    start = 0
-    for g in range(handle.num_row_groups):
-        n = handle.metadata.row_group(g).num_rows
-        if row < start + n:
-            return start, handle.read_row_group(g, columns=[column]).column(0).to_pylist()
-        start += n
-    raise IndexError(f"{path}: row {row} is past its {start} rows")
+    handle = pq.ParquetFile(source)
+    sizes = (handle.metadata.row_group(g).num_rows for g in range(handle.num_row_groups))
+    starts = list(itertools.accumulate(sizes, initial=0))   # starts[-1]: the file's row count
 
+    def read(row):
+        if row >= starts[-1]:
+            raise IndexError(f"{source}: row {row} is past its {starts[-1]} rows")
+        g = bisect.bisect_right(starts, row) - 1   # the last group starting at or before row
+        return starts[g], handle.read_row_group(g, columns=[column]).column(0).to_pylist()
+    return read

@@ -138,7 +138,6 @@ class SentencePair(TextLabelTask):
     def check_encoding(self, tokenizer, max_length, config):
         if self.whole_examples:
             win.pair_budget(tokenizer, max_length, self.options)
-    check_encoding.windows_only = True   # checks only the windows (see TextLabelTask.__init__)
 
     def truncation(self, examples, tokenizer, max_length):
         if not self.whole_examples:

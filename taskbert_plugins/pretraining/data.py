@@ -51,18 +51,6 @@ class BuildConfig:
 
 
 # ------------------------------------------------------------------ cache keys
-_SHA = {}
-
-
-def _file_sha(path):
-
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA:
-        _SHA[key] = file_sha256(path)
-    return _SHA[key]
-
-
 def content_fingerprint(examples):
     """SHA-256 over the files' contents and the documents taken from them (byte ranges),
     or over the texts of in-memory examples."""
@@ -76,7 +64,7 @@ def content_fingerprint(examples):
             digest.update(f"{ex['row']};".encode())
         elif "span" in ex:
             if ex["path"] not in files:
-                files[ex["path"]] = _file_sha(ex["path"])
+                files[ex["path"]] = file_sha256(ex["path"])
                 digest.update(f"file {files[ex['path']]}\n".encode())
             digest.update(f"{ex['span'][0]},{ex['span'][1]};".encode())
         else:

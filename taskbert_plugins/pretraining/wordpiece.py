@@ -13,7 +13,7 @@ import os
 
 import click
 
-from taskbert import DataError, SpecError
+from taskbert import DataError, SpecError, file_sha256, source_identity
 
 from .text import read_documents
 
@@ -73,50 +73,63 @@ def train_byte_level_bpe(texts, vocab_size=50265, min_frequency=2, lowercase=Fal
         model_max_length=model_max_length, model_input_names=["input_ids", "attention_mask"])
 
 
+def record_lines(records, text_field="text", limit=None):
+    """Yield the non-blank lines of each record's text (the first ``limit`` records when set):
+    a ``documents`` record's ``text``, any other record's ``text_field``, as the task reads them."""
+    for n, (_, record) in enumerate(records):
+        if limit is not None and n >= limit:
+            break
+        text = record["text"] if "span" in record else record.get(text_field)
+        if isinstance(text, str):   # the run's reading of data.train has refused other values
+            yield from (line for line in text.splitlines() if line.strip())
+
+
 def corpus_lines(paths, layout="auto", limit=None):
     """Yield the non-blank lines of the documents in ``paths`` (the first ``limit``
     documents of each file when set), streaming from disk."""
     for path in paths:
-        for n, (_, record) in enumerate(read_documents(path, {"layout": layout})):
-            if limit is not None and n >= limit:
-                break
-            yield from (line for line in record["text"].splitlines() if line.strip())
+        yield from record_lines(read_documents(path, {"layout": layout}), limit=limit)
 
 
-def vocab_folder(cache_dir, paths, limit, scratch, layout):
-    """Where a vocabulary for these files and settings is kept (a content hash)."""
-    from .data import _file_sha
-
-    key = json.dumps({"files": [_file_sha(p) for p in paths], "limit": limit, "layout": layout,
+def vocab_folder(cache_dir, corpus, limit, scratch, reader_options):
+    """Where a vocabulary for this corpus and these settings is kept (a content hash);
+    ``corpus`` lists the SHA-256 of each text file, or what else names the text."""
+    options = dict(reader_options)
+    layout = options.pop("layout", "auto")
+    key = json.dumps({"files": corpus, "limit": limit, "layout": layout,
                       "vocab_size": scratch.vocab_size, "min_frequency": scratch.min_frequency,
                       "lowercase": scratch.lowercase, "max_positions": scratch.max_positions,
-                      **({"architecture": scratch.architecture} if scratch.architecture != "bert" else {})},
+                      **({"architecture": scratch.architecture} if scratch.architecture != "bert" else {}),
+                      **({"reader_options": options} if options else {})},
                      sort_keys=True)
     return os.path.join(cache_dir, "vocab-" + hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
 def scratch_tokenizer(spec, cache_dir):
     """The tokenizer for a from-scratch run: ``encoder.tokenizer`` when the spec names one,
-    else a vocabulary trained on ``data.train`` (once; reused from ``cache_dir``)."""
+    else a vocabulary trained on ``data.train``, read by the reader the run reads it with
+    (once; reused from ``cache_dir``)."""
     from transformers import AutoTokenizer
 
-    from taskbert import check_tokenizer, load_tokenizer
+    from taskbert import check_tokenizer, choose_format, load_tokenizer, registries
+
+    from .task import Pretraining
 
     if spec.encoder.tokenizer:
         return load_tokenizer(check_tokenizer(spec), spec.encoder)
-    scratch = spec.options.scratch
-    if not isinstance(spec.data.train, str) or os.path.isdir(spec.data.train) or \
-            spec.data.train.lower().endswith((".parquet", ".arrow")):
-        from taskbert import SpecError
-
-        raise SpecError(f"{spec.path}: data.train: a vocabulary is trained from a text file; for a "
-                        f"datasets source ({spec.data.train}) name a tokenizer in encoder.tokenizer")
-    layout = dict(spec.data.reader_options).get("layout", "auto")
+    scratch, source = spec.options.scratch, spec.data.train
+    readers = registries().readers
+    fmt = choose_format(source, spec.data.format, Pretraining, readers)
+    options, text_field = dict(spec.data.reader_options), spec.options.text_field
+    # a text file by its hash alone, so vocabularies cached before keep their folder
+    corpus = [file_sha256(source)] if fmt == "documents" else \
+        [{"format": fmt, "text_field": text_field, **source_identity(source)}]
     limit = spec.data.limit.train
-    folder = vocab_folder(cache_dir, [spec.data.train], limit, scratch, layout)
+    folder = vocab_folder(cache_dir, corpus, limit, scratch, options)
     if not os.path.exists(os.path.join(folder, "tokenizer.json")):
+        records = readers.get(fmt, where="data.format")(source, options)
         train = train_byte_level_bpe if scratch.architecture == "roberta" else train_wordpiece
-        tokenizer = train(corpus_lines([spec.data.train], layout, limit), scratch.vocab_size,
+        tokenizer = train(record_lines(records, text_field, limit), scratch.vocab_size,
                           scratch.min_frequency, scratch.lowercase, model_max_length=scratch.max_positions)
         from taskbert import new_temp_folder, swap_in
 

@@ -14,16 +14,19 @@ from taskbert.config.spec import load_spec
 from taskbert.testing import write_polarity_data
 
 
+ENCODED = []   # (examples, max_length) of each ToyTagger.encode_all call
+
+
 class ToyTagger(taskbert.Task):
     """Word-level tags from {"words": [...], "tags": [...]}, enough for debug data."""
 
     name = "toy_tagger"
     description = "test tagger"
-
     def example_from_record(self, record, where, labelled=True):
         return {"words": record["words"], "tags": record.get("tags"), "where": where}
 
     def encode_all(self, examples, tokenizer, max_length):
+        ENCODED.append((id(examples), max_length))
         enc = tokenizer([ex["words"] for ex in examples], is_split_into_words=True,
                         truncation=True, max_length=max_length)
         return [{"input_ids": ids, "example_index": i} for i, ids in enumerate(enc["input_ids"])]
@@ -78,7 +81,10 @@ def test_word_level_task_report(toy_tasks, tiny_encoder, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"task": "toy_tagger", "encoder": {"model": tiny_encoder, "max_length": 8},
                                     "data": {"train": train, "validation": dev}}))
+    ENCODED.clear()
     report = debug_data(load_spec(str(path)))
+    # each split encoded once at max_length (windows) and once unlimited (truncation, duplicates)
+    assert len(ENCODED) == len(set(ENCODED)) == 4
     tr, va = report["splits"]["train"], report["splits"]["validation"]
     assert tr["truncation"] == {"examples": {"cut": 2, "total": 4}}
     assert va["truncation"] == {"examples": {"cut": 1, "total": 4}}

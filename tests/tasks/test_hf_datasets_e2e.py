@@ -243,10 +243,10 @@ def test_predict_from_parquet_and_resume_refuses_changed_folder(tmp_path, encode
 
 
 @pytest.mark.parametrize("kind", SOURCES)
-def test_pretraining_reads_back_the_right_rows(tmp_path, kind):
+def test_pretraining_reads_back_the_right_rows(tmp_path, kind, monkeypatch):
     """Documents kept as row numbers read back as their own texts, in order, across the
     1000-row chunks of the memory map (Parquet: its row groups of 700) and past blank rows
-    the task leaves out."""
+    the task leaves out; the source is opened once for the whole read, not once a chunk."""
     import datasets
     import pyarrow.parquet as pq
 
@@ -266,7 +266,15 @@ def test_pretraining_reads_back_the_right_rows(tmp_path, kind):
     examples = [ex for ex in (task.example_from_record(r, f"docs:{n}") for n, r in reader(path, {}))
                 if ex is not None]
     assert len(examples) == 2000 and all("text" not in ex for ex in examples)
+    opens = []
+    if kind == "disk":
+        real = datasets.load_from_disk
+        monkeypatch.setattr(datasets, "load_from_disk", lambda *a, **k: opens.append(a) or real(*a, **k))
+    else:
+        real = pq.ParquetFile
+        monkeypatch.setattr(pq, "ParquetFile", lambda *a, **k: opens.append(a) or real(*a, **k))
     assert list(document_texts(examples)) == [t for t in texts if t.strip()]
+    assert len(opens) == 1
 
 
 @pytest.mark.parametrize("source, expect", [

@@ -3,13 +3,14 @@ AutoTokenizer and round-trip text."""
 
 import os
 
+import pytest
 from click.testing import CliRunner
 from transformers import AutoTokenizer
 
 from taskbert.cli import cli
 from taskbert.plugins import get_plugin_manager
 from taskbert_plugins.pretraining.wordpiece import SPECIAL_TOKENS, train_wordpiece
-from test_pretraining_text import documents, write_corpus
+from test_pretraining_text import WORDS, documents, write_corpus
 
 TEXTS = ["the quick brown fox jumps over the lazy dog",
          "a lazy dog sleeps while the quick fox runs",
@@ -83,3 +84,22 @@ def test_vocab_command_trains_a_byte_level_bpe(tmp_path):
     assert loaded.decode(ids, skip_special_tokens=True) == "The Cat likes ☕ and Zürich."
     bad = CliRunner().invoke(cli, ["vocab", corpus, "-o", str(tmp_path / "b2"), "--kind", "bpe", "--cased"])
     assert bad.exit_code == 2 and "--cased: a byte-level BPE vocabulary is cased already" in bad.output
+
+
+def test_scratch_vocab_reads_data_train_with_the_spec_format(tmp_path):
+    """``data.format: parquet`` on a file named ``corpus.bin``: the vocabulary is learnt from
+    its ``text_field`` column, read as the run reads it (not as text by the extension)."""
+    datasets = pytest.importorskip("datasets")
+    from taskbert.config.spec import spec_from_dict
+    from taskbert_plugins.pretraining.wordpiece import scratch_tokenizer
+
+    parquet = str(tmp_path / "corpus.bin")
+    datasets.Dataset.from_dict({"body": ["\n".join(d) for d in documents(40, 1)]}).to_parquet(parquet)
+    spec = spec_from_dict({
+        "task": "pretraining", "encoder": {"model": "scratch", "max_length": 32},
+        "data": {"train": parquet, "format": "parquet"}, "output": str(tmp_path / "run"),
+        "task_options": {"text_field": "body", "scratch": {"vocab_size": 200, "min_frequency": 1,
+                                                           "max_positions": 64}}}, str(tmp_path))
+    tok = scratch_tokenizer(spec, str(tmp_path / "cache"))
+    assert set(WORDS) <= set(tok.get_vocab())   # every corpus word is one token
+    assert tok.tokenize("the cat likes the dog.") == ["the", "cat", "likes", "the", "dog", "."]

@@ -82,11 +82,11 @@ def test_run_rejects_overlap_before_weights_load(tiny_encoder, tmp_path, monkeyp
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_tokenizer_loaded_only_for_tasks_that_check_encoding(tiny_encoder, tmp_path, monkeypatch):
+def test_tokenizer_loaded_only_when_a_check_uses_it(tiny_encoder, tmp_path, monkeypatch):
     import taskbert.encoder
 
     def no_tokenizer(*args, **kwargs):
-        raise AssertionError("validate loaded a tokenizer for a task without check_encoding")
+        raise AssertionError("validate loaded a tokenizer that no check of the task uses")
 
     monkeypatch.setattr(taskbert.encoder, "load_tokenizer", no_tokenizer)
     (tmp_path / "train.jsonl").write_text('{"text": "the cat", "label": "a"}\n'
@@ -96,6 +96,11 @@ def test_tokenizer_loaded_only_for_tasks_that_check_encoding(tiny_encoder, tmp_p
                     f"data: {{train: train.jsonl}}\n")
     result = invoke("validate", str(spec))
     assert result.exit_code == 0, result.output
+    # with windows the same task does use the tokenizer: validate loads it and checks the overlap
+    monkeypatch.undo()
+    spec.write_text(spec.read_text() + "task_options: {long_inputs: windows, window_overlap: 40}\n")
+    result = invoke("validate", str(spec))
+    assert result.exit_code == 2 and "task_options.window_overlap: 40 must be smaller" in result.stderr, result.output
 
 
 # ------------------------------------------------------- SQuAD fields
