@@ -49,7 +49,8 @@ def run(spec_file, overrides, resume, overwrite, seeds):
 def validate(spec_file, overrides):
     """Check a spec and its data without loading model weights or training."""
     from ..config.spec import load_spec
-    from ..run import check_output, holds_run, prepare
+    from ..run import prepare
+    from ..run_folder import check_output, holds_run
 
     spec = load_spec(spec_file, overrides)
     check_output(spec, overwrite=True)   # what `run` would refuse, bar an earlier run (below)

@@ -56,7 +56,8 @@ def run_seeds(spec, n, resume=False, overwrite=False, echo=print):
     Each seed folder follows ``--resume``/``--overwrite`` on its own; with ``--resume``
     a seed whose folder has no checkpoint yet starts fresh.
     """
-    from ..run import check_output, execute
+    from ..run import execute
+    from ..run_folder import check_output
 
     specs = seed_specs(spec, n)
     for s in specs:  # refuse before the first run trains, not after it
