@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import json
 import os
+import sys
 
 from .errors import SpecError
 from .model_files import check_model_folder
@@ -113,6 +114,19 @@ def check_attention_setting(spec_encoder):
                         "machine has no CUDA device; use auto, sdpa or eager")
 
 
+def _architecture_has(config, impl):
+    """``(AutoModel class name, whether it has attention ``impl``)`` for ``config``
+    (``_supports_sdpa`` / ``_supports_flash_attn``); None for an architecture transformers
+    does not map (remote code)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return None
+    return cls.__name__, bool(getattr(cls, "_supports_sdpa" if impl == "sdpa" else "_supports_flash_attn", False))
+
+
 def check_attention_support(spec_encoder, config):
     """An explicit ``sdpa`` or ``flash_attention_2`` must be one the architecture has (its
     ``AutoModel`` class's ``_supports_sdpa`` / ``_supports_flash_attn``); ``auto`` and
@@ -121,16 +135,31 @@ def check_attention_support(spec_encoder, config):
     impl = spec_encoder.attn_implementation
     if impl in ("auto", "eager") or config is None:
         return
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    try:
-        cls = MODEL_MAPPING[type(config)]
-    except KeyError:
-        return
-    flag = "_supports_sdpa" if impl == "sdpa" else "_supports_flash_attn"
-    if not getattr(cls, flag, False):
-        raise SpecError(f"encoder.attn_implementation: {cls.__name__} has no {impl!r} attention in "
+    found = _architecture_has(config, impl)
+    if found is not None and not found[1]:
+        raise SpecError(f"encoder.attn_implementation: {found[0]} has no {impl!r} attention in "
                         f"this transformers; use auto or eager")
+
+
+def flash_attention_at_hand():
+    """What FlashAttention 2 needs: a CUDA device torch sees and the ``flash-attn`` package."""
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def auto_attention(spec, config):   # config: a callable, read only when it matters
+    """What ``encoder.attn_implementation: auto`` asks ``from_pretrained`` for: None
+    (transformers' default: SDPA, else eager), or ``flash_attention_2`` where FlashAttention 2
+    is at hand (:func:`flash_attention_at_hand`), the run trains in bf16/fp16 (its
+    ``train.precision`` is not ``fp32``) and the architecture has it: the kernel with which
+    the ``taskbert_cuda`` plugin runs training batches padding-free (docs/speed.md)."""
+    if spec.encoder.attn_implementation != "auto" or spec.train.precision == "fp32":
+        return None
+    if not flash_attention_at_hand() or (cfg := config()) is None:
+        return None
+    found = _architecture_has(cfg, "flash_attention_2")
+    return "flash_attention_2" if found and found[1] else None
 
 
 def attention_kwargs(spec_encoder):
@@ -224,14 +253,17 @@ def quiet_loading(warnings=True):
             hf_logging.enable_progress_bar()
 
 
-def load_model(name, spec_encoder=None):
-    """The bare encoder (``AutoModel``), with a pooler when the architecture has one."""
+def load_model(name, spec_encoder=None, attention=None):
+    """The bare encoder (``AutoModel``), with a pooler when the architecture has one;
+    ``attention`` (what :func:`auto_attention` chose) overrides ``auto``."""
     from transformers import AutoModel
 
     kwargs = {"local_files_only": offline()}
     if spec_encoder is not None:
         kwargs.update(revision=spec_encoder.revision, trust_remote_code=spec_encoder.trust_remote_code,
                       **attention_kwargs(spec_encoder))
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     with quiet_loading(warnings=False):
         return AutoModel.from_pretrained(name, **kwargs)
 
@@ -346,7 +378,11 @@ class PretrainedSource(EncoderSource):
 
     def load(self):
         model_path, _ = self.check()
-        return load_model(model_path, self.spec.encoder), self.tokenizer()
+        attention = auto_attention(self.spec, self.config)
+        if attention is not None:
+            print(f"encoder.attn_implementation: auto uses {attention} (flash-attn is installed and "
+                  f"this run trains in half precision on CUDA)", file=sys.stderr)
+        return load_model(model_path, self.spec.encoder, attention), self.tokenizer()
 
 
 @hookimpl(trylast=True)

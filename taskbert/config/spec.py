@@ -35,8 +35,8 @@ class EncoderSpec:
     trust_remote_code: bool = field(default=False, metadata={
         "help": "run code shipped with a hub model; off unless you trust it"})
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = field(default="auto", metadata={
-        "help": "attention kernel: auto (sdpa where the architecture has it, else eager), sdpa, "
-                "eager, or flash_attention_2 (CUDA with the flash-attn package)"})
+        "help": "attention kernel: auto (flash_attention_2 on CUDA with the flash-attn package in bf16/fp16, "
+                "else sdpa where the architecture has it, else eager), sdpa, eager, or flash_attention_2"})
 
 
 @dataclass(frozen=True)

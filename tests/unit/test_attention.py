@@ -122,3 +122,29 @@ def test_best_of_an_eager_run_reloads_to_the_same_predictions(tmp_path, tiny_enc
     for a, b in zip(ours, theirs):
         assert a["label"] == b["label"]
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-5
+
+
+def test_auto_takes_flash_attention_where_it_is_at_hand(tmp_path, tiny_encoder, monkeypatch):
+    """CUDA and flash-attn (faked here): auto asks for flash_attention_2, so the taskbert_cuda
+    plugin packs training batches too; not in fp32, not when a kernel is named, not for an
+    architecture without it (DeBERTa-v2)."""
+    import taskbert.encoder as enc
+
+    monkeypatch.setattr(enc, "flash_attention_at_hand", lambda: True)
+    asked = []
+    monkeypatch.setattr(enc, "load_model", lambda name, spec_encoder=None, attention=None: asked.append(attention))
+    deberta = make_tiny_encoder(str(tmp_path / "deberta"), TINY_WORDS, model_type="deberta-v2")
+    cases = [(tiny_encoder, {}, "flash_attention_2"), (tiny_encoder, {"precision": "fp32"}, None),
+             (deberta, {}, None)]
+    for folder, train, want in cases:
+        spec = tiny_classification_spec(folder, "t.jsonl", "v.jsonl", str(tmp_path / "run"), **train)
+        PretrainedSource(load_spec(write_spec(spec, str(tmp_path)))).load()
+        assert asked[-1] == want, (folder, train)
+    spec = tiny_classification_spec(tiny_encoder, "t.jsonl", "v.jsonl", str(tmp_path / "run"))
+    spec["encoder"]["attn_implementation"] = "sdpa"
+    PretrainedSource(load_spec(write_spec(spec, str(tmp_path)))).load()
+    assert asked[-1] is None
+    monkeypatch.setattr(enc, "flash_attention_at_hand", lambda: False)
+    PretrainedSource(load_spec(write_spec(tiny_classification_spec(
+        tiny_encoder, "t.jsonl", "v.jsonl", str(tmp_path / "run")), str(tmp_path)))).load()
+    assert asked[-1] is None
