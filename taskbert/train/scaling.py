@@ -80,7 +80,7 @@ class LossScaler:
 
 def defers(device, world, scaling, optimizer):
     """Whether the loop leaves its checks to the log steps (:class:`DeferredChecks`)."""
-    return device.type != "cpu" and not world.enabled and scaling.scaler is None \
+    return device.type == "cuda" and not world.enabled and scaling.scaler is None \
         and bool(optimizer.defaults.get("fused"))
 
 
@@ -92,9 +92,9 @@ class DeferredChecks:
     host wait for the device, so it cannot prepare the next batch meanwhile. Where the update
     of a bad step can be skipped on the device instead (the fused AdamW's ``found_inf``
     input), with one process and no fp16 loss scaling (whose skips the host reads),
-    ``deferred`` is True: each step adds its loss on the device and marks the first step whose
-    loss or gradient norm was not finite; :meth:`read` gives both back. Elsewhere (a CPU, where
-    a read costs nothing; DDP; fp16) the loop checks every step itself.
+    ``deferred`` is True on CUDA: each step adds its loss on the device and marks the first step
+    whose loss or gradient norm was not finite; :meth:`read` gives both back. Elsewhere (a CPU,
+    where a read costs nothing; other devices; DDP; fp16) the loop checks every step itself.
     """
 
     def __init__(self, device, world, scaling, optimizer):

@@ -132,3 +132,23 @@ def test_a_deferred_nan_names_its_step_and_where_it_was_seen(tmp_path, tiny_enco
                            "not made and training stopped at step 4, where this is checked"), line
     assert not os.path.exists(os.path.join(tmp_path, "run", "metrics.jsonl")) or \
         all(math.isfinite(r["train/loss"]) for r in _metrics(os.path.join(tmp_path, "run")) if "train/loss" in r)
+
+
+def test_only_a_single_cuda_process_without_fp16_scaling_defers():
+    class World:
+        def __init__(self, enabled):
+            self.enabled = enabled
+
+    class Scaling:
+        def __init__(self, scaler):
+            self.scaler = scaler
+
+    fused = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), fused=True)
+    plain = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert scaling.defers(cuda, World(False), Scaling(None), fused)
+    assert not scaling.defers(cpu, World(False), Scaling(None), fused)          # a read costs nothing there
+    assert not scaling.defers(torch.device("mps"), World(False), Scaling(None), fused)
+    assert not scaling.defers(cuda, World(True), Scaling(None), fused)          # DDP sums on the host
+    assert not scaling.defers(cuda, World(False), Scaling(object()), fused)     # fp16's scaler reads
+    assert not scaling.defers(cuda, World(False), Scaling(None), plain)         # no found_inf to skip with
