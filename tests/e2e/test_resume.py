@@ -182,3 +182,20 @@ def test_resume_before_the_first_complete_checkpoint_starts_afresh(tmp_path, tin
                      f"manifest.json (the write did not finish)); starting the run again from step 0"], result.stderr
     assert "resumed from" not in result.stderr
     assert_same_run(spec.output, reference, "(resumed with no complete checkpoint)")
+
+
+def test_a_run_with_deferred_checks_resumes_bit_identical(tmp_path, tiny_encoder, data, monkeypatch):
+    """With the checks a GPU defers (forced here on a CPU: scaling.defers), the loss read back
+    at log and save steps still resumes exactly: the window is read before each checkpoint.
+    Crash at step 16, after its log line: the resumed run starts from the checkpoint of step
+    15, whose window (steps 13-15) was read back from the device at that save."""
+    from taskbert.train import scaling
+
+    monkeypatch.setattr(scaling, "defers", lambda *a: True)
+    want = load_spec(resume_spec(str(tmp_path / "deferred"), tiny_encoder, data))
+    execute(want)
+    spec = load_spec(resume_spec(str(tmp_path / "crash"), tiny_encoder, data))
+    with crash_at(16), pytest.raises(Crash):
+        execute(spec)
+    execute(spec, resume=True)
+    assert_same_run(spec.output, want.output, "(deferred checks, crash at step 16)")
