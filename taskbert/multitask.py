@@ -4,7 +4,7 @@
 with the :class:`~taskbert.Task` interface, so the one training loop runs it as it runs a
 single task; :class:`MultiHead` holds one head per member. What the composition adds:
 
-* rows carry ``task_index`` (the member's position); batches never mix members
+* rows carry ``task_index`` (the member's position) and ``task_name``; batches never mix members
   (:func:`~taskbert.data.batching.row_parts`), and ``train.mixing`` says which member each
   batch trains (:func:`~taskbert.data.batching.mix_parts`); a batch is padded with its own
   member's fields (:func:`~taskbert.data.batching.batch_fields`);
@@ -104,6 +104,7 @@ class MultiTask(Task):
             for row in task.encode_all(exs, tokenizer, max_length, **kwargs):
                 row["example_index"] = where[row["example_index"]]   # the position in ``examples``
                 row["task_index"] = m
+                row["task_name"] = self.names[m]   # a string: collated as a host-side list
                 rows.append(row)
         return rows
 
@@ -143,7 +144,7 @@ class MultiTask(Task):
         return MultiHead(heads, self.weights)
 
     def prepare_batch(self, batch, training):
-        m = int(batch["task_index"][0])
+        m = self.names.index(batch["task_name"][0])   # read on the host, not off the device
         batch = self.members[m].prepare_batch(batch, training)
         return {**batch, "task": m}
 
