@@ -12,8 +12,9 @@ One hook, ``taskbert_prepare_model``, which on a CUDA device:
 * sets ``model.encoder_pass`` to the padding-free pass (:mod:`.packing`): every batch of an
   architecture it knows runs packed, its real tokens in one row, under fp16/bf16 autocast,
   when the attention is ``flash_attention_2``/``3`` (the ``flash-attn`` package) or, where
-  attention dropout is not at work (evaluation, ``predict``, ``serve``; training a model whose
-  attention dropout is 0), ``taskbert_varlen``. Other batches run as before.
+  attention dropout is not at work (a run's evaluations; training a model whose attention
+  dropout is 0), ``taskbert_varlen``. Other batches (``predict`` and ``serve`` run in fp32)
+  run as before.
 
 ``TASKBERT_PADDING_FREE`` chooses: ``auto`` (the default: as above, on CUDA only), ``off``
 (never), ``on`` (pack on any device, with ``sdpa``/``eager`` attention too, which then keep
