@@ -7,14 +7,12 @@ checked against the padded one in ``tests/cuda_plugin/``). It is one of the defa
 One hook, ``taskbert_prepare_model``, which on a CUDA device:
 
 * switches an encoder that uses ``sdpa`` to ``taskbert_varlen`` (:mod:`.varlen`: torch's own
-  variable-length FlashAttention for packed calls, SDPA for padded ones), where torch has
-  that kernel;
+  variable-length FlashAttention for packed calls in fp16/bf16 without attention dropout, SDPA
+  on the padded layout for the other packed calls, SDPA for padded batches);
 * sets ``model.encoder_pass`` to the padding-free pass (:mod:`.packing`): every batch of an
-  architecture it knows runs packed, its real tokens in one row, under fp16/bf16 autocast,
-  when the attention is ``flash_attention_2``/``3`` (the ``flash-attn`` package) or, where
-  attention dropout is not at work (a run's evaluations; training a model whose attention
-  dropout is 0), ``taskbert_varlen``. Other batches (``predict`` and ``serve`` run in fp32)
-  run as before.
+  architecture it knows runs packed, its real tokens in one row, with ``taskbert_varlen``
+  attention (any precision; the kernel where it can serve) or, under fp16/bf16 autocast,
+  ``flash_attention_2``/``3`` (the ``flash-attn`` package). Other batches run as before.
 
 ``TASKBERT_PADDING_FREE`` chooses: ``auto`` (the default: as above, on CUDA only), ``off``
 (never), ``on`` (pack on any device, with ``sdpa``/``eager`` attention too, which then keep

@@ -93,21 +93,13 @@ def packed_call(encoder, batch, lengths):
         # mask is derived from the position ids, a step that waits for the device; the kernel
         # keeps the rows apart by cu_seq_lens and never reads this placeholder.
         kwargs["attention_mask"] = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=ids.device)
+        kwargs["taskbert_layout"] = (lay.index, batch["attention_mask"])   # for varlen.repadded
     hidden = encoder(**kwargs).last_hidden_state[0]              # (tokens, hidden)
     padded = hidden.new_zeros(rows * width, hidden.shape[-1]).index_copy(0, lay.index, hidden)
     padded = padded.view(rows, width, -1)                        # (rows, seq, hidden)
     pooler = getattr(encoder, "pooler", None)
     return BaseModelOutputWithPooling(last_hidden_state=padded,
                                       pooler_output=pooler(padded) if pooler is not None else None)
-
-
-def attention_dropout(config):
-    """The attention-probability dropout of ``config`` (0.0 when it names none)."""
-    for key in ("attention_probs_dropout_prob", "attention_dropout"):
-        value = getattr(config, key, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 0.0
 
 
 def half_precision(device):
@@ -119,18 +111,19 @@ def half_precision(device):
 
 def can_pack(encoder, batch, forced):
     """Whether :func:`packed_call` computes what the padded pass does for this call: an
-    architecture in :data:`PACKABLE` whose attention keeps packed rows apart
-    (:data:`VARLEN_ATTENTION`, under fp16/bf16; with ``forced``, :data:`MASKED_ATTENTION` too),
-    and for ``taskbert_varlen`` (no dropout in its kernel) no attention dropout at work."""
+    architecture in :data:`PACKABLE` whose attention keeps packed rows apart:
+    ``taskbert_varlen`` always (its kernel, or SDPA on the padded layout where the kernel
+    cannot serve), ``flash_attention_2``/``3`` under fp16/bf16 (the only inputs they take),
+    and with ``forced`` :data:`MASKED_ATTENTION` too."""
     config = getattr(encoder, "config", None)
     if config is None or config.model_type not in PACKABLE or batch["input_ids"].dim() != 2:
         return False
     impl = getattr(config, "_attn_implementation", None)
     if impl in MASKED_ATTENTION:
         return forced
-    if impl not in VARLEN_ATTENTION or not half_precision(batch["input_ids"].device):
-        return False
-    return impl != "taskbert_varlen" or not encoder.training or attention_dropout(config) == 0.0
+    if impl == "taskbert_varlen":
+        return True
+    return impl in VARLEN_ATTENTION and half_precision(batch["input_ids"].device)
 
 
 def padding_free_pass(previous, forced=False):

@@ -3,11 +3,15 @@
 torch (2.9 and newer) ships ``torch.nn.attention.varlen.varlen_attn``, FlashAttention's
 variable-length kernel, on CUDA: no ``flash-attn`` package to build. This module registers it
 with transformers as the attention implementation ``taskbert_varlen``: a call that carries
-``cu_seq_lens_q`` (a packed pass, :mod:`.packing`) runs the kernel; any other call (a padded
-batch) runs transformers' SDPA attention with SDPA's masks, exactly as ``sdpa`` does. The
-kernel has no dropout, so packed calls come only where attention dropout is not at work
-(:func:`~.packing.can_pack`).
+``cu_seq_lens_q`` (a packed pass, :mod:`.packing`) runs the kernel in fp16/bf16 without
+attention dropout, and otherwise (fp32: ``predict``, ``serve``; attention dropout in training;
+a torch without the kernel) runs SDPA on the padded layout for the attention alone
+(:func:`repadded`), so the layer's other work still skips the pads, as ``taskbert_cpu``'s
+packing does on a CPU. Any other call (a padded batch) runs transformers' SDPA attention with
+SDPA's masks, exactly as ``sdpa`` does.
 """
+
+import torch
 
 NAME = "taskbert_varlen"
 
@@ -24,8 +28,6 @@ def varlen_kernel():
 def per_row_attention(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
     """What ``varlen_attn`` computes, row by row with SDPA (``q``: ``(tokens, heads, d)``):
     the plain computation the kernel is checked against, and its stand-in on a CPU in tests."""
-    import torch
-
     out = torch.empty_like(q)
     for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
         part = [t[a:b].transpose(0, 1) for t in (q, k, v)]   # (heads, row tokens, d)
@@ -33,7 +35,8 @@ def per_row_attention(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
     return out
 
 
-#: the kernel packed calls run (tests on a CPU put :func:`per_row_attention` here)
+#: the kernel packed calls run in fp16/bf16 without dropout (tests on a CPU put
+#: :func:`per_row_attention` here); the others run :func:`repadded`
 kernel = varlen_kernel()
 
 
@@ -46,13 +49,32 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     if cu is None:   # a padded call: SDPA as it is
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    if dropout:
-        raise RuntimeError("taskbert_varlen: the variable-length kernel has no attention dropout; "
-                           "a packed call must not come with dropout")
+    if kernel is None or dropout or query.dtype not in (torch.float16, torch.bfloat16):
+        return repadded(module, query, key, value, dropout, scaling, kwargs["taskbert_layout"])
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))   # (1, heads, tokens, d) -> (tokens, heads, d)
     out = kernel(q, k, v, cu, kwargs.get("cu_seq_lens_k", cu), kwargs["max_length_q"],
                  kwargs.get("max_length_k", kwargs["max_length_q"]), scale=scaling)
     return out[None], None                                            # (1, tokens, heads, d)
+
+
+def repadded(module, query, key, value, dropout, scaling, layout):
+    """A packed call the kernel cannot take (fp32, attention dropout, no kernel): SDPA on the
+    padded layout, as a padded call computes it, while every other part of the layer stays on
+    the real tokens. ``layout``: ``(index, padding mask (rows, seq))`` of the packed batch."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    index, padding = layout
+    rows, width = padding.shape
+    heads, dim = query.shape[1], query.shape[3]
+
+    def spread(t):   # (1, heads, tokens, d) -> (rows, heads, seq, d), zeros at the pads
+        flat = t[0].transpose(0, 1)
+        return flat.new_zeros(rows * width, heads, dim).index_copy(0, index, flat) \
+            .view(rows, width, heads, dim).transpose(1, 2)
+
+    out, _ = sdpa_attention_forward(module, spread(query), spread(key), spread(value),
+                                    padding.bool()[:, None, None, :], dropout=dropout, scaling=scaling)
+    return out.reshape(rows * width, heads, dim).index_select(0, index)[None], None   # (1, tokens, heads, d)
 
 
 def mask(*args, attention_mask=None, **kwargs):
@@ -67,10 +89,8 @@ def mask(*args, attention_mask=None, **kwargs):
 
 def use_varlen_attention(model):
     """Switch every transformers model in ``model`` that uses ``sdpa`` to ``taskbert_varlen``;
-    returns how many were switched (0 where torch has no kernel). Weights and saved files do
-    not change (the attention choice is not saved)."""
-    if kernel is None:
-        return 0
+    returns how many were switched. Weights and saved files do not change (the attention
+    choice is not saved)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 

@@ -85,6 +85,8 @@ def test_gradients_equal_the_padded_ones():
 
 
 def test_varlen_attention_packed_and_padded(cpu_varlen):
+    """fp32: the attention alone on the padded layout (no kernel call), exactly; bf16: the
+    kernel, once a layer."""
     model = _model("roberta")
     ref_model = _model("roberta")
     assert varlen.use_varlen_attention(model) == 1
@@ -94,25 +96,58 @@ def test_varlen_attention_packed_and_padded(cpu_varlen):
     with torch.no_grad():
         ref = whole_encoder(ref_model, batch).last_hidden_state
         padded = whole_encoder(model, batch).last_hidden_state    # no cu_seq_lens: SDPA, SDPA's mask
-        assert not cpu_varlen
         packed = packing.packed_call(model, batch, batch["row_lengths"]).last_hidden_state
+        assert not cpu_varlen                                     # fp32: varlen.repadded
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = packing.packed_call(model, batch, batch["row_lengths"]).last_hidden_state
+            half_ref = whole_encoder(ref_model, batch).last_hidden_state
         assert len(cpu_varlen) == SMALL["num_hidden_layers"]
     assert torch.allclose(padded, ref, atol=1e-6)
     assert torch.allclose(packed[real], ref[real], atol=1e-5)
+    assert (half[real].float() - half_ref[real].float()).abs().max() < 0.1   # bf16 on both sides
 
 
-def test_packing_needs_half_precision_and_no_attention_dropout(cpu_varlen):
+def test_attention_dropout_in_training_equals_the_padded_pass(cpu_varlen):
+    """Training with attention dropout (the kernel has none): SDPA on the padded layout draws
+    the padded pass's dropout masks from the same seed, so outputs and gradients match."""
+    outs, grads = [], []
+    for pack in (False, True):
+        model = _model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.3).train()
+        if pack:
+            varlen.use_varlen_attention(model)
+        batch = _batch()
+        real = batch["attention_mask"].bool()
+        torch.manual_seed(7)
+        out = packing.packed_call(model, batch, batch["row_lengths"]) if pack else whole_encoder(model, batch)
+        out.last_hidden_state[real].pow(2).sum().backward()
+        outs.append(out.last_hidden_state[real].detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert not cpu_varlen
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+    assert not torch.allclose(outs[0], _eval_outputs(), atol=1e-3)   # the dropout did act
+
+
+def _eval_outputs():
+    model = _model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.3)
+    batch = _batch()
+    with torch.no_grad():
+        return whole_encoder(model, batch).last_hidden_state[batch["attention_mask"].bool()]
+
+
+def test_which_attention_packs_in_which_precision():
     model = _model("bert")
     varlen.use_varlen_attention(model)
     batch = _batch()
-    assert not packing.can_pack(model, batch, forced=False)                    # fp32
+    assert packing.can_pack(model, batch, forced=False)                        # fp32: repadded
+    assert packing.can_pack(model.train(), batch, forced=False)                # attention dropout: too
+    flash = _model("bert")
+    flash.config._attn_implementation = "flash_attention_2"   # the flash-attn kernels take fp16/bf16 only
+    assert not packing.can_pack(flash, batch, forced=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert packing.can_pack(model, batch, forced=False)
-        model.train()                                                         # attention dropout 0.1
-        assert not packing.can_pack(model, batch, forced=False)
-        dropless = _model("bert", attention_probs_dropout_prob=0.0).train()
-        varlen.use_varlen_attention(dropless)
-        assert packing.can_pack(dropless, batch, forced=False)
+        assert packing.can_pack(flash, batch, forced=False)
+    plain = _model("bert")                                                     # sdpa: only when forced
+    assert not packing.can_pack(plain, batch, forced=False) and packing.can_pack(plain, batch, forced=True)
 
 
 def test_the_pass_packs_under_bf16_and_falls_back_elsewhere(cpu_varlen):
