@@ -244,8 +244,10 @@ def padding_report(args, log):
 
 
 def _dump(res, path):
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=1)
+    """results.json, complete or absent (a run stopped mid-write leaves the last one)."""
+    from taskbert.io import atomic_write
+
+    atomic_write(path, json.dumps(res, indent=1))
 
 
 #: the line from which RESULTS.md is kept by hand (earlier runs, other measurements)

@@ -263,8 +263,9 @@ def main(argv=None):
            "args": {**vars(args), "argv": " ".join(argv)},
            "rows": [{k: v for k, v in r.items() if k != "labels"} for r in rows]}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "serve_results.json"), "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=1)
+    from taskbert.io import atomic_write
+
+    atomic_write(os.path.join(args.out, "serve_results.json"), json.dumps(res, indent=1))
     write_section(os.path.join(args.out, "RESULTS.md"), markdown(res))
     print(markdown(res))
     return res

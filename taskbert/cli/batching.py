@@ -21,6 +21,10 @@ from concurrent.futures import Future
 __all__ = ["MicroBatcher", "QueueFull", "BatchStats", "percentile"]
 
 
+#: the defaults of ``taskbert serve --max-batch``, ``--max-wait-ms`` and ``--max-queue``
+MAX_BATCH, MAX_WAIT_MS, MAX_QUEUE = 32, 0.0, 256
+
+
 class QueueFull(Exception):
     """The batcher's queue holds ``max_queue`` jobs already: try again later."""
 
@@ -97,7 +101,7 @@ class MicroBatcher:
     ``max_wait_ms`` for a batch to fill; ``model(inputs) -> outputs`` (one output per input,
     in order) runs on one worker thread only, so it needs no lock of its own."""
 
-    def __init__(self, model, max_batch=32, max_wait_ms=0.0, max_queue=256, stats=None):
+    def __init__(self, model, max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, max_queue=MAX_QUEUE, stats=None):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.model = model

@@ -26,6 +26,7 @@ import sys
 import click
 
 from ..errors import DataError, SpecError, TaskbertError
+from .batching import MAX_BATCH, MAX_QUEUE, MAX_WAIT_MS
 from .main import cli, friendly
 
 MAX_BYTES = 1_000_000
@@ -157,7 +158,7 @@ def check_folder(path, task_options=None):
 
 
 def serve_state(path, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BATCH_SIZE, task_options=None,
-                max_batch=32, max_wait_ms=0.0, max_queue=256, **hooks):
+                max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, max_queue=MAX_QUEUE, **hooks):
     """:func:`check_folder`, then the :class:`.serve_app.ServeState` that both the command
     and :func:`start_server` serve (``hooks``: ``on_load_error``, ``quiet``)."""
     from .serve_app import ServeState
@@ -168,7 +169,7 @@ def serve_state(path, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BAT
 
 
 def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BATCH_SIZE,
-                 task_options=None, max_batch=32, max_wait_ms=0.0, max_queue=256, **server_options):
+                 task_options=None, max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, max_queue=MAX_QUEUE, **server_options):
     """Serve ``path`` on a background thread (tests, benchmarks); returns a
     :class:`.serve_app.ThreadedServer` once the model is loaded (``.address``, ``.stop()``)."""
     from .serve_app import ThreadedServer
@@ -185,11 +186,11 @@ def start_server(path, host="127.0.0.1", port=0, max_bytes=MAX_BYTES, max_inputs
               help="largest request body accepted")
 @click.option("--max-inputs", default=MAX_INPUTS, show_default=True, type=click.IntRange(min=1),
               help="most inputs in one request")
-@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-batch", default=MAX_BATCH, show_default=True, type=click.IntRange(min=1),
               help="most inputs in one model call, gathered from concurrent requests (1: no batching)")
-@click.option("--max-wait-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--max-wait-ms", default=MAX_WAIT_MS, show_default=True, type=click.FloatRange(min=0),
               help="longest a request waits for others to share its model call (0: take what is queued)")
-@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-queue", default=MAX_QUEUE, show_default=True, type=click.IntRange(min=1),
               help="requests waiting for the model before new ones get 503 + Retry-After")
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(min=1),
               help="open connections at most (uvicorn answers 503 beyond)")

@@ -22,9 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import TaskbertError
-from .batching import BatchStats, MicroBatcher, QueueFull
+from .batching import MAX_BATCH, MAX_QUEUE, MAX_WAIT_MS, BatchStats, MicroBatcher, QueueFull
 from .openapi import openapi_description
-from .serve import BATCH_SIZE, JSON_TYPES, BadRequest, Predictor
+from .serve import BATCH_SIZE, JSON_TYPES, MAX_BYTES, MAX_INPUTS, BadRequest, Predictor
 
 BODY_TIMEOUT = 30.0   # seconds a client may take to send a body it announced
 RETRY_AFTER = "1"     # seconds, in 503 answers
@@ -49,8 +49,8 @@ class ServeState:
     """What the app's routes share: limits, batching settings, the predictor once loaded
     (on a background thread, so ``/ready`` can answer 503 meanwhile) and the batcher."""
 
-    def __init__(self, path=None, max_bytes=1_000_000, max_inputs=64, batch_size=BATCH_SIZE, task_options=None,
-                 max_batch=32, max_wait_ms=0.0, max_queue=256, predictor=None, on_load_error=None,
+    def __init__(self, path=None, max_bytes=MAX_BYTES, max_inputs=MAX_INPUTS, batch_size=BATCH_SIZE, task_options=None,
+                 max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, max_queue=MAX_QUEUE, predictor=None, on_load_error=None,
                  quiet=True):
         self.path, self.task_options, self.batch_size = path, task_options, batch_size
         self.max_bytes, self.max_inputs = max_bytes, max_inputs

@@ -280,13 +280,7 @@ def safe_torch_load(path):
 def load_training_state(folder, model, optimizer, scheduler):
     """Restore a checkpoint written by :func:`save_training_state` into ``model`` (a
     TaskModel), ``optimizer`` and ``scheduler``; returns ``(loop_state, rng)``."""
-    state = load_file(os.path.join(folder, MODEL_FILE))
-    prefix = model_state_prefix(model)
-    enc = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-    _, unexpected = model.encoder.load_state_dict(enc, strict=False)
-    if unexpected:
-        raise RuntimeError(f"{folder}: unexpected encoder weights: {unexpected[:3]}")
-    head = {k: v for k, v in state.items() if not k.startswith(prefix + ".")}
+    head = _load_encoder_part(folder, model, load_file(os.path.join(folder, MODEL_FILE)))
     model.head.load_state_dict({**model.head.state_dict(), **head}, strict=True)
     blob = safe_torch_load(os.path.join(folder, "optimizer.pt"))
     optimizer.load_state_dict(blob["optimizer"])
@@ -303,12 +297,18 @@ def model_state_prefix(model):
 
 def load_encoder_state(folder, model):
     """Load the encoder weights of a saved model folder into ``model.encoder``."""
-    state = load_file(os.path.join(folder, MODEL_FILE))
+    _load_encoder_part(folder, model, load_file(os.path.join(folder, MODEL_FILE)))
+
+
+def _load_encoder_part(folder, model, state):
+    """Put the encoder weights of a saved ``state`` (keys under :func:`model_state_prefix`)
+    into ``model.encoder``; returns the other weights (the head's)."""
     prefix = model_state_prefix(model) + "."
     enc = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     _, unexpected = model.encoder.load_state_dict(enc, strict=False)
     if unexpected:
         raise RuntimeError(f"{folder}: unexpected encoder weights: {unexpected[:3]}")
+    return {k: v for k, v in state.items() if not k.startswith(prefix)}
 
 
 def save_best(folder, model, tokenizer, task, spec, extra=None):
