@@ -88,8 +88,10 @@ class Task:
         raise NotImplementedError
 
     def record_from_text(self, line):
-        """The record for one line of plain text given to ``taskbert predict``."""
-        return {"text": line}
+        """The record for one line of plain text given to ``taskbert predict`` (or a string
+        sent to ``serve``): ``{text_field: line}`` when the task's options have a
+        ``text_field``, else ``{"text": line}``."""
+        return {getattr(self.options, "text_field", None) or "text": line}
 
     def data_labels(self, names):
         """The classes the data itself declares, ``{field: [name, ...]}`` in id order (a

@@ -1,6 +1,7 @@
 """taskbert init (starter specs) and taskbert new-plugin (a package that installs and passes)."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_scaffolded_plugin_installs_and_its_tests_pass(installed_plugin, tiny_en
     result = invoke("validate", spec, "--set", f"encoder.model={tiny_encoder}", "--set", f"data.train={train}",
                     "--set", "data.validation=null", "--set", "encoder.max_length=32")
     assert result.exit_code == 0, result.output
+    # a model trained on another text field predicts from plain text (record_from_text)
+    rows = [json.loads(line) for line in open(train, encoding="utf-8")]
+    renamed = tmp_path / "renamed.jsonl"
+    renamed.write_text("".join(json.dumps({"sentence": r["text"], "label": r["label"]}) + "\n" for r in rows))
+    result = invoke("run", spec, "--set", f"encoder.model={tiny_encoder}", "--set", f"data.train={renamed}",
+                    "--set", "data.validation=null", "--set", "encoder.max_length=32",
+                    "--set", "task_options.text_field=sentence", "--set", "train.max_steps=2",
+                    "--set", f"output={tmp_path / 'run'}", "--set", "train.loggers=[]")
+    assert result.exit_code == 0, result.output
+    texts = tmp_path / "new.txt"
+    texts.write_text("a good film\na bad film\n")
+    result = invoke("predict", tmp_path / "run", texts, "-o", tmp_path / "pred.jsonl")
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "pred.jsonl").read_text().splitlines()) == 2
