@@ -251,12 +251,6 @@ def _train(spec, prepared, world, resume, overwrite):
     return trainer.train()
 
 
-def summary_line(metrics):
-    """A short human line of the final metrics."""
-    keys = [k for k in metrics if "/" in k and not k.endswith("/loss")]
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics[k], (int, float)))
-
-
 def dump_json(obj):
     """JSON text for CLI output."""
     return json.dumps(obj, indent=2, ensure_ascii=False, default=str)

@@ -25,6 +25,7 @@ import yaml
 
 from ..errors import DataError
 from .main import cli, friendly
+from .numbers import is_count, metric_text
 
 #: a confusion matrix with more labels than this is unreadable; the report says so
 MAX_LABELS = 60
@@ -95,7 +96,7 @@ def plot_curves(history, out_dir):
     names = sorted({k for rec in history if not rec.get("final") for k in rec
                     if k.startswith("validation/") and k != "validation/loss"})
     curves = [(k, _series(history, k, evals=True)) for k in names]
-    curves = [(k, s) for k, s in curves if s[0]]
+    curves = [(k, s) for k, s in curves if s[0] and not all(is_count(v) for v in s[1])]   # scores, not counts
     if curves:
         fig = _figure()
         ax = fig.add_subplot()
@@ -259,7 +260,7 @@ def _metrics_table(final):
     names = sorted({n for m in by_split.values() for n in m})
     out = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for name in names:
-        cells = [f"{by_split[s][name]:.4f}" if name in by_split[s] else "" for s in splits]
+        cells = [metric_text(by_split[s][name]) if name in by_split[s] else "" for s in splits]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 

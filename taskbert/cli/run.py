@@ -20,7 +20,8 @@ from .main import SET_HELP, cli, friendly
 def run(spec_file, overrides, resume, overwrite, seeds):
     """Train and evaluate the model a spec describes."""
     from ..config.spec import load_spec
-    from ..run import execute, summary_line
+    from ..run import execute
+    from .numbers import summary_line
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")

@@ -37,7 +37,7 @@ def summarize(runs):
     keys = []
     for metrics in runs.values():
         keys.extend(k for k, v in metrics.items() if k not in keys and k not in NOT_METRICS
-                    and isinstance(v, (int, float)) and not isinstance(v, bool))
+                    and isinstance(v, float))   # an int is a count (QA's has_ans_total), not a score
     mean, std, count = {}, {}, {}
     for key in keys:
         values = [m[key] for m in runs.values() if isinstance(m.get(key), (int, float))
