@@ -8,6 +8,18 @@ import click
 from .main import cli, friendly
 
 
+def looks_like_sentences(path, lines=1000):
+    """Whether a ``.txt`` file is, by its first ``lines`` lines, text one sentence a line rather
+    than CoNLL: no blank line at all, and at least two lines of three or more words (a CoNLL
+    file of several sentences has blank lines; its lines hold a word and its columns)."""
+    wide, blank = 0, False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for _, line in zip(range(lines), fh):
+            blank = blank or not line.strip()
+            wide += len(line.split()) >= 3
+    return not blank and wide >= 2
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("input_file", type=click.Path(dir_okay=False))
@@ -26,7 +38,9 @@ from .main import cli, friendly
 def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size, task_name):
     """Predict with a trained run (or model or ONNX export folder) on INPUT_FILE; writes jsonl."""
     from ..data.splits import check_file
+    from ..errors import DataError
     from ..io import atomic_write
+    from .export import OnnxModel, is_export_folder
     from .runs import (
         find_model_folder,
         input_format,
@@ -40,7 +54,6 @@ def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size
         task_folder,
         task_option_overrides,
     )
-    from .export import OnnxModel, is_export_folder
 
     run_dir = task_folder(run_dir, task_name)
     changed = task_option_overrides(task_opts)
@@ -51,6 +64,11 @@ def predict(run_dir, input_file, output, fmt, reader_opts, task_opts, batch_size
     options.update(key_values(reader_opts, "--reader-option"))
     check_file(input_file, "INPUT")   # a missing file first, then any note on how it is read
     if not fmt and chosen != "text" and os.path.splitext(input_file)[1].lower() == ".txt":
+        if chosen == "conll" and looks_like_sentences(input_file):
+            raise DataError(f"INPUT: {input_file} would be read as CoNLL (the {'run' if guess else 'task'}'s "
+                            f"format: a word a line, blank lines between sentences), but it has no blank line "
+                            f"and its lines hold several words: it looks like one sentence a line; pass "
+                            f"--format text (or --format conll to read it as CoNLL all the same)")
         click.echo(f"note: reading {input_file} as {chosen} ({'the run' if guess else 'the task'}'s format); "
                    f"--format text reads one input a line", err=True)
     examples = read_inputs(input_file, task, chosen, reader_options=options)

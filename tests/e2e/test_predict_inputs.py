@@ -68,8 +68,20 @@ def test_a_txt_read_in_the_tasks_format_says_so(run_dir, tmp_path):
     text.write_text("alice went to paris\nalice and paris\n")
     result, lines = _predict(run_dir, text, "--format", "text")
     assert result.exit_code == 0 and len(lines) == 2 and "note:" not in result.stderr
-    result, _ = _predict(run_dir, text, "--reader-option", "separator=null",
-                         "--reader-option", "token_column=0", "--reader-option", "label_column=null")
+    # read as CoNLL by default, one sentence a line would become one sentence of first words
+    opts = ("--reader-option", "separator=null", "--reader-option", "token_column=0",
+            "--reader-option", "label_column=null")
+    even = tmp_path / "even.txt"
+    even.write_text("alice went paris\nalice and paris\n")   # lines of one length: valid CoNLL rows
+    result, _ = _predict(run_dir, even, *opts)
+    assert result.exit_code == 2, result.output
+    assert "it looks like one sentence a line; pass --format text" in result.stderr
+    result, lines = _predict(run_dir, even, "--format", "conll", *opts)   # asked for: read as CoNLL
+    assert result.exit_code == 0 and lines[0]["words"] == ["alice", "alice"], result.stderr
+    conll = tmp_path / "words.txt"
+    conll.write_text("alice\nwent\n\nparis\n")
+    result, lines = _predict(run_dir, conll, *opts)
+    assert result.exit_code == 0 and [line["words"] for line in lines] == [["alice", "went"], ["paris"]]
     assert "note: reading" in result.stderr and "as conll" in result.stderr
     assert "--format text reads one input a line" in result.stderr
 
