@@ -275,9 +275,12 @@ class TextLabelTask(Task):
                     if split != "train" and self.options.unseen_labels == "ignore":
                         continue
                     source = "task_options.labels" if self.options.labels else "the training data"
+                    if split == "train":   # only task_options.labels can leave out a training label
+                        hint = "add it to task_options.labels, or to task_options.drop_labels to leave such records out"
+                    else:
+                        hint = "set task_options.unseen_labels: ignore to score it as always wrong"
                     raise DataError(f"{ex['where']}: label {ex['label']!r} is not in {source} "
-                                    f"({', '.join(self.labels)}); set task_options.unseen_labels: ignore "
-                                    f"to score it as always wrong")
+                                    f"({', '.join(self.labels)}); {hint}")
         if len(self.labels) < 2:
             raise DataError(f"data.train: needs at least 2 distinct labels, found {self.labels}")
 
