@@ -6,6 +6,7 @@ Plugins add commands through the ``taskbert_register_commands`` hook.
 
 import functools
 import os
+import re
 import sys
 
 import click
@@ -15,14 +16,25 @@ from ..errors import TaskbertError
 SET_HELP = "override a spec value, e.g. --set train.lr=3e-5 (repeatable)"
 
 
+def set_by(message, overrides):
+    """`` (set by --set KEY=VALUE)`` when ``message`` names a key that a ``--set`` override
+    gave (checks after the spec is read, such as a data file or a logger, name the key but
+    not where its value came from); empty otherwise or when the message says so already."""
+    if not overrides or "--set" in message:
+        return ""
+    named = [a for a in overrides if re.search(rf"(^|[\s:(]){re.escape(a.partition('=')[0].strip())}([\[:.= ]|$)", message)]
+    return f" (set by {', '.join(f'--set {a}' for a in named)})" if named else ""
+
+
 def friendly(fn):
-    """Turn TaskbertError into one line and its exit code; keep tracebacks for bugs."""
+    """Turn TaskbertError into one line and its exit code; keep tracebacks for bugs. A
+    command's ``--set`` overrides (its ``overrides`` argument) that the line names are said."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except TaskbertError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc}{set_by(str(exc), kwargs.get('overrides'))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

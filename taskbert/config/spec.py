@@ -179,8 +179,12 @@ def apply_override(raw, assignment, file="--set"):
     key, _, text = assignment.partition("=")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
+    except yaml.YAMLError as exc:
+        if text.strip().startswith(("[", "{")):   # meant as a list or mapping: say it is broken
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SpecError(f"{file}: {assignment!r}: the value is not valid YAML ({problem}); "
+                            f"e.g. {key.strip()}=[a, b]") from None
+        value = text   # a plain string that YAML cannot read (a: b), taken as it is
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise SpecError(f"{file}: {assignment!r} has an empty key")

@@ -5,6 +5,7 @@ examples; ``encode`` turns examples into rows of token ids. All problems surface
 one-line :class:`DataError` naming the file and line, before any model loads.
 """
 
+import difflib
 import errno
 import functools
 import hashlib
@@ -71,6 +72,17 @@ def choose_format(path, spec_format, task, readers):
     )
 
 
+def _near(path):
+    """`` (did you mean NAME?)`` for a file of a close name in the same folder."""
+    folder, name = os.path.split(path)
+    try:
+        found = [f for f in os.listdir(folder or ".") if os.path.isfile(os.path.join(folder or ".", f))]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(name, found, n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_file(path, key):
     """Raise DataError unless ``path`` is a readable, non-empty regular file."""
     try:
@@ -81,7 +93,7 @@ def check_file(path, key):
         if exc.errno == errno.ELOOP:
             raise DataError(f"{key}: {path} is a symlink loop (its links lead back to themselves); "
                             f"expected a data file") from None
-        raise DataError(f"{key}: file not found: {path}") from None
+        raise DataError(f"{key}: file not found: {path}{_near(path)}") from None
     if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{key}: {path} is a folder, expected a data file")
     if not stat.S_ISREG(info.st_mode):   # a FIFO or device reports size 0 and may never end

@@ -37,7 +37,10 @@ class Registry:
             return self._items[name]
         known = ", ".join(sorted(self._items)) or "none"
         close = difflib.get_close_matches(str(name), list(self._items), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if not close:   # 'f1' for 'macro_f1', 'micro_f1': a part of a longer name
+            close = [k for k in sorted(self._items) if str(name) in k.split("_")]
+        names = [repr(c) for c in close]
+        hint = f" (did you mean {' or '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)}?)" if close else ""
         prefix = f"{where}: " if where else ""
         raise UnknownNameError(f"{prefix}unknown {self.kind} {name!r}{hint}; known: {known}{self.note}")
 
