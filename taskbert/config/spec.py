@@ -17,8 +17,8 @@ from typing import Literal, Optional, Union
 
 import yaml
 
-from ..errors import SpecError, TaskbertError
 from ..data.sources import resolve_sources
+from ..errors import SpecError, TaskbertError
 from .schema import build
 
 
