@@ -195,7 +195,8 @@ def format_report(report, top=15):
     for split, info in report["splits"].items():
         out.append(f"{split}: {info['examples']} examples")
         for unit, t in (info.get("truncation") or {}).items():
-            out.append(f"  {unit} cut by max_length: {_share(t['cut'], t['total'])}")
+            what = unit if " by " in unit else f"{unit} cut by max_length"   # a unit may name its cause
+            out.append(f"  {what}: {_share(t['cut'], t['total'])}")
         if any(n != "1" for n in info.get("windows", {})):   # some example needs several
             out.append("  feature rows (windows) per example: " + ", ".join(
                 f"{n}: {k} examples" for n, k in info["windows"].items()))

@@ -225,5 +225,5 @@ def token_cuts(counts, budget, overlap, max_windows):
     total = sum(counts)
     read = sum(tokens_read(n, budget, overlap, kept_windows(window_count(n, budget, overlap), max_windows))
                for n in counts)
-    return {"tokens": (total - read, total),
-            "tokens (with long_inputs: truncate)": (sum(max(0, n - budget) for n in counts), total)}
+    return {"tokens left out by max_windows": (total - read, total),
+            "tokens cut by max_length with long_inputs: truncate": (sum(max(0, n - budget) for n in counts), total)}

@@ -155,7 +155,8 @@ class SentencePair(TextLabelTask):
             total += a + b
             cut += short - kept_short + long - read
             truncated += max(0, a + b - room)
-        return {"tokens": (cut, total), "tokens (with long_inputs: truncate)": (truncated, total)}
+        return {"tokens left out by max_windows": (cut, total),
+                "tokens cut by max_length with long_inputs: truncate": (truncated, total)}
 
     def encode_all(self, examples, tokenizer, max_length):
         texts_a, texts_b = [ex["text_a"] for ex in examples], [ex["text_b"] for ex in examples]

@@ -67,7 +67,8 @@ def test_max_windows_keeps_the_first_and_last_spread_evenly(tokenizer):
     assert first == [full[0:6], full[24:30], full[54:60]]   # windows 0, round(4.5) = 4, 9
     assert [r["example_index"] for r in rows] == [0, 0, 0, 1]
     cuts = task.truncation([{"text": text, "label": None}], tokenizer, 8)
-    assert cuts == {"tokens": (42, 60), "tokens (with long_inputs: truncate)": (54, 60)}
+    assert cuts == {"tokens left out by max_windows": (42, 60),
+                    "tokens cut by max_length with long_inputs: truncate": (54, 60)}
 
 
 def test_overlap_too_large_is_one_line(tokenizer):

@@ -113,7 +113,8 @@ def test_debug_data_counts_windows_and_what_truncation_would_cut(tiny_encoder, l
     train = json.loads(result.output)["splits"]["train"]
     windows = {int(n): k for n, k in train["windows"].items()}
     assert set(windows) == {2} and sum(windows.values()) == 160      # every text needs 3, keeps 2
-    cut, truncated = train["truncation"]["tokens"], train["truncation"]["tokens (with long_inputs: truncate)"]
+    cut = train["truncation"]["tokens left out by max_windows"]
+    truncated = train["truncation"]["tokens cut by max_length with long_inputs: truncate"]
     assert cut["total"] == truncated["total"] and 0 < cut["cut"] < truncated["cut"]
 
 
