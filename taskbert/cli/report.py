@@ -270,6 +270,13 @@ def write_report(run_dir, out_dir=None, field=None, max_labels=MAX_LABELS):
     with ``files`` (paths written) and ``confusion`` (``{split: (labels, matrix)}``)."""
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(metrics_path):
+        from .seeds import SUMMARY_FILE
+
+        seeds = sorted(d for d in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, d, "metrics.jsonl"))) \
+            if os.path.exists(os.path.join(run_dir, SUMMARY_FILE)) else []
+        if seeds:   # a `run --seeds` folder: one report per run
+            raise DataError(f"{run_dir}: a folder of `taskbert run --seeds` runs ({SUMMARY_FILE} holds their "
+                            f"mean and spread); report one of them, e.g. {os.path.join(run_dir, seeds[0])}")
         raise DataError(f"{run_dir}: no metrics.jsonl; give the folder of a run (taskbert run SPEC)")
     out_dir = out_dir or os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)

@@ -56,3 +56,7 @@ def test_run_with_seeds(tiny_encoder, tmp_path):
     # a second call refuses to overwrite the seed runs unless told to
     again = CliRunner().invoke(cli, ["run", str(path), "--seeds", "3"])
     assert again.exit_code == 2 and "already holds a run" in again.output
+    # report on the seeds folder points to one of its runs
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 2
+    assert "a folder of `taskbert run --seeds` runs" in result.stderr and str(out / "seed-7") in result.stderr
