@@ -7,6 +7,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import yaml
 
@@ -177,6 +178,14 @@ def run_reader_options(info, fmt, task):
     return dict(data.get("reader_options") or {})
 
 
+def predict_hint(message, task):
+    """``message`` with "set task_options.KEY" (advice for a spec) turned into what changes
+    it for ``predict`` and ``serve``, ``--task-option KEY=...``, when KEY may change there."""
+    changeable = predict_options(type(task.options)) if dataclasses.is_dataclass(task.options) else ()
+    return re.sub(r"set task_options\.(\w+)",
+                  lambda m: f"--task-option {m[1]}=..." if m[1] in changeable else m[0], message)
+
+
 def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
     """Examples from a jsonl/csv/tsv file (records), a file in the task's own format, or
     plain text lines."""
@@ -191,7 +200,10 @@ def read_inputs(path, task, fmt=None, reader_options=None, labelled=False):
                 record = task.record_from_text(record["text"])
             except DataError as exc:   # the task knows what is wrong, the reader where
                 raise DataError(f"{path}:{line_no}: {exc}") from exc
-        example = task.example_from_record(record, f"{path}:{line_no}", labelled=labelled)
+        try:
+            example = task.example_from_record(record, f"{path}:{line_no}", labelled=labelled)
+        except DataError as exc:
+            raise DataError(predict_hint(str(exc), task)) from exc
         if example is not None:
             examples.append(example)
     if not examples:

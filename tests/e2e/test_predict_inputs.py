@@ -139,6 +139,7 @@ def test_task_options_that_do_not_shape_the_model_change_at_predict_time(trained
     assert result.exit_code == 0, result.output
     result, _ = _predict(trained_run, renamed)
     assert result.exit_code == 2 and "missing text field 'text'" in result.stderr
+    assert "--task-option text_field=" in result.stderr and "set task_options" not in result.stderr
     result, after = _predict(trained_run, renamed, "--task-option", "text_field=review")
     assert result.exit_code == 0, result.output
     assert [p["label"] for p in after] == [p["label"] for p in before] and len(after) == 4
