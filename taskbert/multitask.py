@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import SpecError
 from .head import Head
-from .task import Task, TaskModel, build_head_for, takes
+from .task import LOWER_SUFFIXES, Task, TaskModel, build_head_for, takes
 
 MULTITASK_FILE = "multitask.json"
 
@@ -170,7 +170,7 @@ class MultiTask(Task):
         parts = parts[1:] if parts[0] == "validation" else parts
         if len(parts) >= 2 and parts[0] in self.names:
             return self.members[self.names.index(parts[0])].greater_is_better(parts[-1])
-        return parts[-1] not in self.lower_is_better
+        return parts[-1] not in self.lower_is_better and not parts[-1].endswith(LOWER_SUFFIXES)
 
     # -------------------------------------------------------------- outputs
     def collect(self, out, batch):

@@ -45,7 +45,13 @@ def _check_metric(spec, task):
     base = metric[len("validation/"):] if metric and metric.startswith("validation/") else metric
     if hasattr(task, "check_mean") and base in (None, "mean"):
         task.check_mean(spec.path)   # several tasks: the mean of their defaults must make sense
-    if metric is None or base in allowed:
+    if metric is None:   # the task's own default must be one it reports
+        if task.default_metric in allowed or hasattr(task, "check_mean"):
+            return
+        raise SpecError(f"{spec.path}: task {task.name!r}: its default_metric {task.default_metric!r} is "
+                        f"not among the metrics it reports ({', '.join(allowed)}); set train.metric "
+                        f"to one of them (or fix the task's default_metric)")
+    if base in allowed:
         return
     close = difflib.get_close_matches(base, allowed, n=1) or [n for n in allowed if base in n][:1]
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -40,6 +40,11 @@ class Skip:
     reason: str
 
 
+#: metric names ending in these are smaller-is-better for every task (a plugin's
+#: ``hamming_loss`` or ``word_error``), besides a task's own :attr:`Task.lower_is_better`
+LOWER_SUFFIXES = ("loss", "error", "perplexity", "mse", "mae", "rmse")
+
+
 class Task:
     """Base class of every task. Override what your task needs; read the docstrings."""
 
@@ -51,7 +56,8 @@ class Task:
     Options: ClassVar[type] = NoOptions
     #: validation metric that picks the best model unless ``train.metric`` says otherwise
     default_metric: ClassVar[str] = "loss"
-    #: metric names (besides ``loss``) where smaller is better
+    #: metric names where smaller is better; names ending in ``loss``, ``error``, ``perplexity``,
+    #: ``mse``, ``mae`` or ``rmse`` are too (:meth:`greater_is_better`)
     lower_is_better: ClassVar[tuple] = ("loss", "perplexity")
     #: per-token fields besides input_ids/token_type_ids (a list as long as the row's
     #: input_ids), with their padding value: ``{"labels": -100}`` for a tagger; none by default
@@ -253,8 +259,10 @@ class Task:
         return {}
 
     def greater_is_better(self, metric):
-        """Whether a larger value of ``metric`` is better."""
-        return metric.split("/")[-1] not in self.lower_is_better
+        """Whether a larger value of ``metric`` is better: not for a name in
+        :attr:`lower_is_better`, nor for one ending in :data:`LOWER_SUFFIXES` (``hamming_loss``)."""
+        name = metric.split("/")[-1]
+        return name not in self.lower_is_better and not name.endswith(LOWER_SUFFIXES)
 
 
 def takes(method, keyword):

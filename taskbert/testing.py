@@ -174,7 +174,11 @@ def check_task_class(cls):
         if getattr(cls, method) is getattr(Task, method) and not (
                 method == "encode" and cls.encode_all is not Task.encode_all):
             raise AssertionError(f"{cls.__name__} must override Task.{method}")
-    cls()  # the default options must build
+    task = cls()  # the default options must build
+    reported = task.reported_metrics()
+    if reported is not None and task.default_metric not in ("loss", *reported):
+        raise AssertionError(f"{cls.__name__}.default_metric {task.default_metric!r} is not among the "
+                             f"metrics reported_metrics() names ({', '.join(reported)}) or 'loss'")
 
 
 class Crash(Exception):

@@ -113,3 +113,50 @@ def test_lifecycle_methods_run_in_order(tiny_encoder, sentiment_data, tmp_path, 
 def test_every_built_in_task_passes_the_kit():
     for name in taskbert.registries().tasks.names():
         check_task_class(taskbert.registries().tasks.get(name))
+
+
+def test_a_default_metric_the_task_does_not_report_is_refused_before_training(tiny_encoder, sentiment_data,
+                                                                              tmp_path):
+    """validate (and the kit) catch a default_metric outside reported_metrics(); before, the
+    run trained and died after its first evaluation, blaming train.metric."""
+    from click.testing import CliRunner
+
+    from taskbert.cli import cli
+    from taskbert.plugins import manager as plugin_mod
+    from taskbert.testing import write_spec
+    from taskbert_plugins.classification import SentenceClassification
+
+    class Misnamed(SentenceClassification):
+        name = "misnamed_metric"
+        description = "a default metric it never reports"
+        default_metric = "f1"
+
+    with pytest.raises(AssertionError, match="default_metric 'f1' is not among"):
+        check_task_class(Misnamed)
+
+    class Plugin:
+        @staticmethod
+        @taskbert.hookimpl
+        def taskbert_register_tasks(register):
+            register(Misnamed)
+
+    plugin_mod.reset()
+    plugin_mod.get_plugin_manager().register(Plugin, name="misnamed-plugin")
+    try:
+        spec = tiny_classification_spec(tiny_encoder, *sentiment_data, str(tmp_path / "run"))
+        spec["task"] = "misnamed_metric"
+        result = CliRunner().invoke(cli, ["validate", write_spec(spec, str(tmp_path))])
+        assert result.exit_code == 2, result.output
+        assert "its default_metric 'f1' is not among the metrics it reports" in result.stderr
+    finally:
+        plugin_mod.reset()
+
+
+@pytest.mark.parametrize("metric, higher", [("accuracy", True), ("validation/macro_f1", True),
+                                            ("loss", False), ("hamming_loss", False), ("word_error", False),
+                                            ("validation/mse", False), ("perplexity", False)])
+def test_which_way_is_better(metric, higher):
+    """A plugin's *_loss or *_error metric is minimised without a lower_is_better entry."""
+    from taskbert_plugins.classification import SentenceClassification
+
+    assert SentenceClassification().greater_is_better(metric) is higher
