@@ -217,24 +217,24 @@ class Registries:
         for registry in (self.tasks, self.readers, self.metrics, self.loggers):
             registry.note = note
         # in registration order (built-ins first), so a duplicate blames the later plugin
-        for impl in pm.hook.taskbert_register_loggers.get_hookimpls():
-            owner = impl.plugin_name
-            impl.function(
-                register=lambda name, cls, _o=owner: self.loggers.register(name, cls, _o)
-            )
-        for impl in pm.hook.taskbert_register_tasks.get_hookimpls():
-            owner = impl.plugin_name
-            impl.function(register=lambda cls, _o=owner: self.tasks.register(_task_name(cls, _o), cls, _o))
-        for impl in pm.hook.taskbert_register_readers.get_hookimpls():
-            owner = impl.plugin_name
-            impl.function(
-                register=lambda name, fn, _o=owner: self.readers.register(name, fn, _o)
-            )
-        for impl in pm.hook.taskbert_register_metrics.get_hookimpls():
-            owner = impl.plugin_name
-            impl.function(
-                register=lambda name, fn, _o=owner: self.metrics.register(name, fn, _o)
-            )
+        adders = {"taskbert_register_loggers": lambda o: lambda name, cls: self.loggers.register(name, cls, o),
+                  "taskbert_register_tasks": lambda o: lambda cls: self.tasks.register(_task_name(cls, o), cls, o),
+                  "taskbert_register_readers": lambda o: lambda name, fn: self.readers.register(name, fn, o),
+                  "taskbert_register_metrics": lambda o: lambda name, fn: self.metrics.register(name, fn, o)}
+        trace = os.environ.get("TASKBERT_TRACE_PLUGINS", "") not in ("", "0")
+        for hook_name, adder in adders.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                owner = impl.plugin_name
+                if trace:   # called directly, so pluggy's monitor does not see these calls
+                    print(f"taskbert trace: {hook_name}(register) -> {owner}", file=sys.stderr)
+                try:
+                    impl.function(register=adder(owner))
+                except TaskbertError as exc:
+                    hint = "" if "TASKBERT_DISABLE_PLUGINS" in str(exc) else _skip_hint(owner)
+                    raise type(exc)(f"{exc}{hint}") from None
+                except Exception as exc:   # a plugin's own bug: one line, not a traceback on every command
+                    raise TaskbertError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: "
+                                        f"{exc}" + _skip_hint(owner)) from exc
 
 
 def registries():

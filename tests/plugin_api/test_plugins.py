@@ -322,3 +322,37 @@ def test_trace_names_each_hook_call_and_its_plugins_in_call_order(monkeypatch, c
     pm = plugin_mod.get_plugin_manager()
     pm.hook.taskbert_register_tasks(register=lambda *a, **k: None)
     assert "taskbert trace" not in capsys.readouterr().err
+
+
+def test_a_registration_hook_that_raises_is_one_line_and_the_duplicate_says_how_to_run_without_it(monkeypatch):
+    """A plugin's bug inside taskbert_register_tasks was a traceback on every command."""
+    def broken(register):
+        raise ValueError("oops in the plugin")
+    _with_entry_points(monkeypatch, buggy=_hookimpl_plugin("taskbert_register_tasks", ["register"], broken))
+    try:
+        with pytest.raises(TaskbertError, match=r"plugin 'buggy' failed in taskbert_register_tasks: ValueError: "
+                                                r"oops in the plugin; TASKBERT_DISABLE_PLUGINS=buggy runs"):
+            plugin_mod.registries()
+    finally:
+        plugin_mod.reset()
+    dup = _hookimpl_plugin("taskbert_register_metrics", ["register"],
+                           lambda register: register("accuracy", lambda golds, preds: 0.0))
+    _with_entry_points(monkeypatch, extras=dup)
+    try:
+        with pytest.raises(TaskbertError, match="again by extras; TASKBERT_DISABLE_PLUGINS=extras runs"):
+            plugin_mod.registries()
+    finally:
+        plugin_mod.reset()
+
+
+def test_trace_shows_the_registration_calls(monkeypatch, capsys):
+    monkeypatch.setenv("TASKBERT_TRACE_PLUGINS", "1")
+    plugin_mod.reset()
+    try:
+        plugin_mod.registries()
+        err = capsys.readouterr().err
+        assert "taskbert trace: taskbert_register_tasks(register) -> taskbert_plugins.classification" in err
+        assert "taskbert trace: taskbert_register_metrics(register) -> taskbert_plugins.metrics" in err
+    finally:
+        monkeypatch.delenv("TASKBERT_TRACE_PLUGINS")
+        plugin_mod.reset()
