@@ -108,14 +108,26 @@ def write_spec(spec, folder, name="spec.yaml"):
     return path
 
 
-def run_spec(spec, folder, name="spec.yaml", overrides=(), overwrite=True):
-    """Write ``spec`` (a dict) to ``folder/name``, run it, return (metrics, run folder)."""
+def run_spec(spec, folder, name="spec.yaml", overrides=(), overwrite=True, resume=False):
+    """Write ``spec`` (a dict) to ``folder/name``, run it, return (metrics, run folder);
+    ``resume=True`` continues the run from its newest checkpoint (``taskbert run --resume``)."""
     from .config.spec import load_spec
     from .run import execute
 
     loaded = load_spec(write_spec(spec, folder, name), overrides)
-    metrics = execute(loaded, overwrite=overwrite)
+    metrics = execute(loaded, resume=resume, overwrite=overwrite and not resume)
     return metrics, loaded.output
+
+
+def run_cli(*args):
+    """Run ``taskbert ARGS...`` in this process (click's test runner); return ``(exit code,
+    stdout, stderr)``, e.g. ``run_cli("predict", run_dir, "texts.txt")``."""
+    from click.testing import CliRunner
+
+    from .cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
 
 
 def write_polarity_data(path, n, seed):
@@ -198,7 +210,9 @@ class _CrashAt:
 @contextlib.contextmanager
 def crash_at(step):
     """Runs started inside raise :class:`Crash` right after their first metrics line of
-    optimizer step ``step`` (the line is written; the checkpoint of that step is not)."""
+    optimizer step ``step`` (the line is written; the checkpoint of that step is not). Only
+    a step that writes a line crashes: a log step (``train.log_every``) or an evaluation;
+    any other step runs on and the run finishes."""
     from .plugins.manager import get_plugin_manager
 
     pm = get_plugin_manager()

@@ -114,7 +114,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9]*([_-][a-z0-9]+)*$")
 
 
 def plugin_names(name):
-    """``{dist, module, task, entry, cls}`` for a plugin called ``name``."""
+    """``{dist, module, task, entry, cls, requires}`` for a plugin called ``name``."""
     if not NAME_RE.match(name or ""):
         raise SpecError(f"new-plugin: {name!r} is not a valid name; use lower-case letters, digits, "
                         f"'-' or '_', starting with a letter (e.g. keyword-spotter)")
@@ -122,7 +122,17 @@ def plugin_names(name):
     task = base.replace("-", "_")
     dist = f"taskbert-{base}"
     return {"dist": dist, "module": dist.replace("-", "_"), "task": task, "entry": task,
-            "cls": "".join(part.capitalize() for part in task.split("_")) + "Task"}
+            "cls": "".join(part.capitalize() for part in task.split("_")) + "Task",
+            "requires": requirement()}
+
+
+def requirement():
+    """What a new plugin asks of taskbert: this release line (``taskbert>=0.1,<0.2``), whose
+    plugin API it was written against; a later line may change that API."""
+    from .. import __version__
+
+    major, minor = (int(p) for p in __version__.split(".")[:2])
+    return f"taskbert>={major}.{minor},<{major}.{minor + 1}"
 
 
 def new_plugin(name, dest=".", force=False):

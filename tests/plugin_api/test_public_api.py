@@ -77,3 +77,19 @@ def test_every_public_name_exists_and_has_a_docstring():
 def test_unknown_attributes_raise():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         taskbert.nope  # noqa: B018
+
+
+def test_the_scaffolded_plugin_imports_only_the_public_api():
+    """What `taskbert new-plugin` writes is what a plugin author copies: public names only."""
+    import string
+
+    from taskbert.cli.scaffold import plugin_names
+
+    folder = os.path.join(ROOT, "taskbert", "cli", "templates", "plugin")
+    names = plugin_names("demo-task")
+    for base, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".py.tmpl"):
+                with open(os.path.join(base, name), encoding="utf-8") as fh:
+                    source = string.Template(fh.read()).substitute(names)
+                assert private_imports(source, name) == [], name
