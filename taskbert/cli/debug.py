@@ -132,6 +132,7 @@ def debug_data(spec):
         if counts:
             labels[split] = counts
             info["labels"] = dict(counts.most_common())
+            info["without_labels"] = sum(labs == [] for labs in per_example)   # a multi-label task's empty sets
             sequences = [(i, labs) for i, labs in enumerate(per_example) if labs]
             if any(lab[:2] in ("B-", "I-") for lab in counts):
                 bad = [(i, errs) for i, labs in sequences if (errs := bio_errors(labs))]
@@ -206,6 +207,8 @@ def format_report(report, top=15):
             more = len(info["labels"]) - len(shown)
             out.append(f"  labels ({len(info['labels'])}): " + ", ".join(
                 f"{lab} {n} ({n / total:.1%})" for lab, n in shown) + (f", ... {more} more" if more > 0 else ""))
+        if info.get("without_labels"):
+            out.append(f"  examples without a label: {_share(info['without_labels'], info['examples'])}")
         if info.get("unseen_in_train"):
             unseen = info["unseen_in_train"]
             out.append(f"  labels unseen in train ({len(unseen)}): " + ", ".join(

@@ -131,3 +131,14 @@ def test_classification_report_keeps_going_after_a_setup_problem(tiny_encoder, t
         label = json.loads(line)["label"]
         expected[label] = expected.get(label, 0) + 1
     assert train_labels == expected and "invalid_bio" not in report["splits"]["train"]
+
+
+def test_examples_without_a_label_are_counted():
+    """A multi-label task's examples with an empty label set show apart from the label counts."""
+    from taskbert.cli.debug import format_report
+
+    report = {"spec": "s.yaml", "task": "multi", "max_length": 32,
+              "splits": {"train": {"examples": 10, "labels": {"a": 6, "b": 3}, "without_labels": 4}}, "problems": []}
+    text = format_report(report)
+    assert "  labels (2): a 6 (66.7%), b 3 (33.3%)" in text
+    assert "  examples without a label: 4 of 10 (40.0%)" in text
