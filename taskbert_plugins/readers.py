@@ -76,7 +76,8 @@ def check_options(path, options, allowed):
             close = difflib.get_close_matches(str(key), list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise DataError(f"{path}: data.reader_options: unknown option {key!r}{hint}; "
-                            f"allowed: {', '.join(allowed) or 'none'}")
+                            f"allowed: {', '.join(allowed) or 'none'} (data.reader_options apply to "
+                            f"every split's file, so all splits need one format)")
     if "encoding" in options:
         check_encoding(path, options["encoding"], line_based=False)
 

@@ -22,7 +22,12 @@ def set_by(message, overrides):
     not where its value came from); empty otherwise or when the message says so already."""
     if not overrides or "--set" in message:
         return ""
-    named = [a for a in overrides if re.search(rf"(^|[\s:(]){re.escape(a.partition('=')[0].strip())}([\[:.= ]|$)", message)]
+    def names(assignment):   # the key, or a value long enough to tell (a file name given by --set)
+        key, _, value = assignment.partition("=")
+        value = value.strip().strip("'\"")
+        return re.search(rf"(^|[\s:(]){re.escape(key.strip())}([\[:.= ]|$)", message) or \
+            (len(value) >= 5 and not value.replace(".", "").isdigit() and value in message)
+    named = [a for a in overrides if names(a)]
     return f" (set by {', '.join(f'--set {a}' for a in named)})" if named else ""
 
 

@@ -78,6 +78,10 @@ def _convert(value, tp, where, ctx):
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, ctx)
     if origin in (list, tuple):
+        if isinstance(value, str) and "," in value:   # 'a,b' from --set: one string, not two items
+            items = ", ".join(p.strip() for p in value.split(","))
+            raise SpecError(f"{ctx['file']}: {where}: {value!r} is one string; a list is written "
+                            f"[{items}] (expected {_type_name(tp)})")
         if not isinstance(value, list):
             value = [value] if isinstance(value, (str, int, float)) else value
         if not isinstance(value, list):
@@ -164,9 +168,12 @@ def build(cls, data, where, ctx):
     """
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise SpecError(f"{ctx['file']}: {where or 'top level'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    if not isinstance(data, dict):
+        first = next(iter(fields), None)   # data.limit: 10 -> e.g. {train: 10}
+        example = f" (e.g. {where}: {{{first}: {data!r}}}, keys: {', '.join(fields)})" \
+            if where and first and isinstance(data, (int, float, str)) else ""
+        raise SpecError(f"{ctx['file']}: {where or 'top level'}: expected a mapping, got {data!r}{example}")
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:

@@ -55,8 +55,10 @@ def check_folder(path, key):
         raise DataError(f"{key}: {path} is a file; format 'datasets' reads a folder written by save_to_disk")
     if os.path.exists(os.path.join(path, "dataset_dict.json")):
         splits = sorted(e for e in os.listdir(path) if os.path.isdir(os.path.join(path, e)))
+        wanted = key.rpartition(".")[2]   # data.train -> the train split, where there is one
+        example = wanted if wanted in splits else (splits[0] if splits else "train")
         raise DataError(f"{key}: {path} holds a DatasetDict with splits {', '.join(splits) or 'none'}; "
-                        f"point {key} at one of them, e.g. {os.path.join(path, splits[0] if splits else 'train')}")
+                        f"point {key} at one of them, e.g. {os.path.join(path, example)}")
     if not os.path.exists(os.path.join(path, "state.json")):
         raise DataError(f"{key}: {path} is a folder, but not one written by datasets' save_to_disk "
                         f"(it has no state.json); give a data file or a save_to_disk folder")

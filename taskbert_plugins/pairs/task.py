@@ -97,7 +97,7 @@ class SentencePair(TextLabelTask):
         if value is None or value == "":
             if labelled:
                 raise DataError(f"{where}: missing score field {self.options.label_field!r}; "
-                                f"record has: {', '.join(map(str, record)) or 'nothing'}")
+                                f"record has: {', '.join(map(str, record)) or 'nothing'} (set task_options.label_field)")
             return None
         if label_text(value) in self.options.drop_labels:
             return DROPPED
@@ -106,8 +106,15 @@ class SentencePair(TextLabelTask):
         except (TypeError, ValueError):
             score = math.nan
         if isinstance(value, bool) or not math.isfinite(score):
+            if value == self.options.label_field:   # the field's own name: a header line read as data
+                hint = ("it looks like a header line read as data: with data.reader_options.columns a "
+                        "csv/tsv file has no header line unless header: true says so")
+            elif isinstance(value, str) and "," in value:
+                hint = "a decimal comma? write scores with a point (0.5)"
+            else:
+                hint = "add it to task_options.drop_labels to skip it"
             raise DataError(f"{where}: score {value!r} in field {self.options.label_field!r} is not a "
-                            f"finite number (objective: regression); add it to task_options.drop_labels to skip it")
+                            f"finite number (objective: regression); {hint}")
         return score
 
     def example_from_record(self, record, where, labelled=True):

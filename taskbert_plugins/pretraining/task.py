@@ -140,6 +140,9 @@ class Pretraining(Task):
                 example["encoding"] = record["encoding"]
             return example
         text = record.get(self.options.text_field)
+        if self.options.text_field not in record:
+            raise DataError(f"{where}: missing text field {self.options.text_field!r}; record has: "
+                            f"{', '.join(map(str, record)) or 'nothing'} (set task_options.text_field)")
         if not isinstance(text, str):
             raise DataError(f"{where}: field {self.options.text_field!r} must hold the document text, "
                             f"got {text!r} (set task_options.text_field)")

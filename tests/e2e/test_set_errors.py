@@ -37,3 +37,10 @@ def test_a_broken_yaml_list_in_set_is_refused(tmp_path, tiny_encoder):
     line = _validate(tmp_path, tiny_encoder, "train.lr=[1")
     assert line.startswith("error: --set: 'train.lr=[1': the value is not valid YAML")
     assert "set by" not in line
+
+
+def test_a_comma_string_for_a_list_and_a_number_for_a_mapping_say_how_to_write_them(tmp_path, tiny_encoder):
+    line = _validate(tmp_path, tiny_encoder, "task_options.metrics=accuracy,macro_f1")
+    assert "'accuracy,macro_f1' is one string; a list is written [accuracy, macro_f1]" in line
+    line = _validate(tmp_path, tiny_encoder, "data.limit=10")
+    assert "data.limit: expected a mapping, got 10 (e.g. data.limit: {train: 10}" in line
