@@ -21,8 +21,9 @@ import torch
 #: architectures packed, and whether their positions start after the pad id
 PACKABLE = {"bert": False, "electra": False, "roberta": True, "xlm-roberta": True, "camembert": True}
 
-#: attention implementations that keep packed rows apart from ``cu_seq_lens`` alone
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "taskbert_varlen")
+#: the flash-attn package's kernels: packed rows kept apart by ``cu_seq_lens``, fp16/bf16 only
+#: (``taskbert_varlen``, :mod:`.varlen`, takes every precision)
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 #: ... and those that do so from transformers' packed-sequence mask (a (tokens, tokens) mask:
 #: exact, but no faster; used only when packing is forced, TASKBERT_PADDING_FREE=on)
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -123,7 +124,7 @@ def can_pack(encoder, batch, forced):
         return forced
     if impl == "taskbert_varlen":
         return True
-    return impl in VARLEN_ATTENTION and half_precision(batch["input_ids"].device)
+    return impl in FLASH_ATTENTION and half_precision(batch["input_ids"].device)
 
 
 def padding_free_pass(previous, forced=False):

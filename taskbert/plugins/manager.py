@@ -217,18 +217,20 @@ class Registries:
         for registry in (self.tasks, self.readers, self.metrics, self.loggers):
             registry.note = note
         # in registration order (built-ins first), so a duplicate blames the later plugin
-        adders = {"taskbert_register_loggers": lambda o: lambda name, cls: self.loggers.register(name, cls, o),
-                  "taskbert_register_tasks": lambda o: lambda cls: self.tasks.register(_task_name(cls, o), cls, o),
-                  "taskbert_register_readers": lambda o: lambda name, fn: self.readers.register(name, fn, o),
-                  "taskbert_register_metrics": lambda o: lambda name, fn: self.metrics.register(name, fn, o)}
+        tables = {"taskbert_register_loggers": self.loggers, "taskbert_register_tasks": self.tasks,
+                  "taskbert_register_readers": self.readers, "taskbert_register_metrics": self.metrics}
         trace = os.environ.get("TASKBERT_TRACE_PLUGINS", "") not in ("", "0")
-        for hook_name, adder in adders.items():
+        for hook_name, table in tables.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 owner = impl.plugin_name
                 if trace:   # called directly, so pluggy's monitor does not see these calls
                     print(f"taskbert trace: {hook_name}(register) -> {owner}", file=sys.stderr)
+                if table is self.tasks:   # register(TaskClass): the key is the class's name
+                    register = lambda cls, _o=owner: self.tasks.register(_task_name(cls, _o), cls, _o)  # noqa: E731
+                else:                     # register(name, obj)
+                    register = lambda name, obj, _t=table, _o=owner: _t.register(name, obj, _o)  # noqa: E731
                 try:
-                    impl.function(register=adder(owner))
+                    impl.function(register=register)
                 except TaskbertError as exc:
                     hint = "" if "TASKBERT_DISABLE_PLUGINS" in str(exc) else _skip_hint(owner)
                     raise type(exc)(f"{exc}{hint}") from None

@@ -22,16 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import io as tio
-from ..data.batching import (
-    batch_fields,
-    collate,
-    pad_id,
-    row_groups,
-    row_parts,
-    to_device,
-    train_batches,
-    units,
-)
+from ..data.batching import batch_fields, collate, pad_id, row_groups, row_parts, to_device, train_batches, units
 from ..errors import RunError
 from ..inference import run_inference
 from ..task import batch_loss
